@@ -1,0 +1,27 @@
+"""The Flask app factory."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from lfs_server import batch, health, transfer
+from lfs_server.errors import register_error_handlers
+from lfs_server.settings import Settings
+from lfs_server.store import LocalStore
+from lfs_server.tokens import TokenSigner
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the app from settings (read from the environment when omitted)."""
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    app.config["LFS_SETTINGS"] = settings
+    app.json.sort_keys = False
+    settings.upload_tmp_dir.mkdir(parents=True, exist_ok=True)
+    settings.objects_dir.mkdir(parents=True, exist_ok=True)
+    app.extensions["lfs_store"] = LocalStore(settings.objects_dir, settings.upload_tmp_dir)
+    app.extensions["lfs_signer"] = TokenSigner(settings.secret_key, settings.previous_secret_keys)
+    for blueprint in (health.bp, transfer.bp, batch.bp):
+        app.register_blueprint(blueprint)
+    register_error_handlers(app)
+    return app

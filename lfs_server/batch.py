@@ -1,0 +1,145 @@
+"""The Batch API: which objects to send or fetch, and where."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, Response, current_app, request
+
+from lfs_server.auth import Caller, require
+from lfs_server.errors import LFSError, lfs_json
+from lfs_server.repos import normalize_repo
+from lfs_server.store import ObjectStore, is_valid_oid
+from lfs_server.tokens import Grant, TokenSigner
+
+MAX_OBJECTS = 1000
+OPERATION_RIGHTS = {"upload": "write", "download": "read"}
+
+bp = Blueprint("batch", __name__)
+
+
+def repo_from_path(raw: str) -> str:
+    repo = normalize_repo(raw)
+    if repo is None:
+        raise LFSError(404, "repository not found: invalid repository name")
+    return repo
+
+
+def read_json_object() -> dict[str, Any]:
+    body = request.get_json(force=True, silent=True)
+    if not isinstance(body, dict):
+        raise LFSError(422, "request body must be a JSON object")
+    return body
+
+
+@bp.post("/<path:repo_path>/info/lfs/objects/batch")
+def batch(repo_path: str) -> Response:
+    repo = repo_from_path(repo_path)
+    body = read_json_object()
+    operation = body.get("operation")
+    if operation not in OPERATION_RIGHTS:
+        raise LFSError(422, "operation must be 'upload' or 'download'")
+    caller = require(repo, OPERATION_RIGHTS[operation])
+    objects = _parse_objects(body.get("objects"))
+    transfers = body.get("transfers")
+    if transfers is not None and (not isinstance(transfers, list) or "basic" not in transfers):
+        raise LFSError(422, "only the 'basic' transfer adapter is supported")
+    if not isinstance(body.get("ref"), (dict, type(None))):
+        raise LFSError(422, "ref must be an object")
+    hash_algo = body.get("hash_algo", "sha256")
+
+    builder = _ActionBuilder(repo, caller, operation)
+    answered = []
+    seen: set[str] = set()
+    for oid, size in objects:
+        if oid in seen:
+            continue
+        seen.add(oid)
+        if hash_algo != "sha256":
+            answered.append(_error(oid, size, 409, "unsupported hash algorithm; use sha256"))
+        else:
+            answered.append(builder.answer(oid, size))
+    return lfs_json({"transfer": "basic", "objects": answered, "hash_algo": "sha256"})
+
+
+def _parse_objects(objects: Any) -> list[tuple[str, int]]:
+    if not isinstance(objects, list):
+        raise LFSError(422, "objects must be a list")
+    if len(objects) > MAX_OBJECTS:
+        raise LFSError(413, f"too many objects in one batch: at most {MAX_OBJECTS}")
+    parsed = []
+    for item in objects:
+        if not isinstance(item, dict):
+            raise LFSError(422, "each object must be a JSON object with oid and size")
+        oid, size = item.get("oid"), item.get("size")
+        if not isinstance(oid, str):
+            raise LFSError(422, "each object needs an oid string")
+        if not isinstance(size, int) or isinstance(size, bool):
+            raise LFSError(422, f"object {oid[:64]!r}: size must be an integer")
+        parsed.append((oid, size))
+    return parsed
+
+
+def _error(oid: str, size: int, code: int, message: str) -> dict[str, Any]:
+    return {"oid": oid, "size": size, "error": {"code": code, "message": message}}
+
+
+def rfc3339(timestamp: int) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class _ActionBuilder:
+    """Answers one object of a batch: an error, nothing to do, or signed actions."""
+
+    def __init__(self, repo: str, caller: Caller, operation: str) -> None:
+        settings = current_app.config["LFS_SETTINGS"]
+        self.repo = repo
+        self.caller = caller
+        self.operation = operation
+        self.store: ObjectStore = current_app.extensions["lfs_store"]
+        self.signer: TokenSigner = current_app.extensions["lfs_signer"]
+        self.max_size: int = settings.max_object_size
+        self.base = settings.public_url
+        self.ttl: int = settings.token_ttl
+        self.expires_at = int(time.time()) + self.ttl
+        self.expires_at_text = rfc3339(self.expires_at)
+
+    def action(self, op: str, href: str, oid: str, size: int) -> dict[str, Any]:
+        grant = Grant(self.repo, oid, size, op, self.caller.name, self.caller.right)
+        token = self.signer.sign(grant, self.expires_at)
+        return {
+            "href": href,
+            "header": {"Authorization": f"Bearer {token}"},
+            "expires_in": self.ttl,
+            "expires_at": self.expires_at_text,
+        }
+
+    def answer(self, oid: str, size: int) -> dict[str, Any]:
+        if not is_valid_oid(oid):
+            return _error(oid, size, 422, "invalid oid: expected 64 lowercase hex characters")
+        if size < 0:
+            return _error(oid, size, 422, "invalid size: must not be negative")
+        stored = self.store.size(self.repo, oid)
+        if stored is not None and stored != size:
+            return _error(oid, size, 422, f"size mismatch: the stored object has {stored} bytes")
+        if self.operation == "download":
+            if stored is None:
+                return _error(oid, size, 404, "object does not exist")
+            download = self.action("download", f"{self.base}/.lfs/download/{oid}", oid, size)
+            return {
+                "oid": oid,
+                "size": size,
+                "authenticated": True,
+                "actions": {"download": download},
+            }
+        if stored is not None:
+            return {"oid": oid, "size": size}
+        if size > self.max_size:
+            return _error(oid, size, 422, f"object too large: the limit is {self.max_size} bytes")
+        actions = {
+            "upload": self.action("upload", f"{self.base}/.lfs/upload/{oid}", oid, size),
+            "verify": self.action("verify", f"{self.base}/.lfs/verify", oid, size),
+        }
+        return {"oid": oid, "size": size, "authenticated": True, "actions": actions}

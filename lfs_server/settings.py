@@ -1,0 +1,179 @@
+"""Every setting, read from the environment once, typed and validated.
+
+This module is the single list of settings: env.list, the README table and
+`lfs-server --help` agree with SETTINGS below. A bad value raises
+SettingsError whose message names the variable, so the launcher can stop with
+one clear line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MIN_SECRET_BYTES = 32
+ANONYMOUS_MODES = ("none", "read", "write")
+
+# name -> (default shown to people, description). Defaults are applied in
+# Settings.from_env; this table documents them for --help and the README.
+SETTINGS: dict[str, tuple[str, str]] = {
+    "LFS_DATA_DIR": ("./data", "where objects, temp files, the secret and the database live"),
+    "LFS_LISTEN": ("127.0.0.1:8080", "host:port nginx listens on (the only public port)"),
+    "LFS_PUBLIC_URL": ("http://<LFS_LISTEN>", "base URL clients use; every href is built from it"),
+    "LFS_SECRET_KEY": (
+        "generated",
+        "token signing key, at least 32 bytes; generated once and kept in the data dir when unset",
+    ),
+    "LFS_PREVIOUS_SECRET_KEYS": (
+        "",
+        "comma-separated old keys still accepted for verifying tokens (key rotation)",
+    ),
+    "LFS_TOKEN_TTL": ("3600", "lifetime of signed transfer URLs, seconds (60 .. 604800)"),
+    "LFS_MAX_OBJECT_SIZE": ("50G", "largest object accepted, bytes or with K/M/G/T suffix"),
+    "LFS_WORKERS": ("2", "gunicorn worker processes"),
+    "LFS_ANONYMOUS": ("none", "what callers without credentials may do: none, read or write"),
+}
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message names the variable."""
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(i?B?)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(name: str, raw: str) -> int:
+    """Parse `123`, `10G`, `512MiB`: binary units, as people mean for files."""
+    match = _SIZE_RE.match(raw)
+    if not match:
+        raise SettingsError(f"{name}: expected bytes or a size like 10G, got {raw!r}")
+    value = int(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
+    if value <= 0:
+        raise SettingsError(f"{name}: must be greater than zero, got {raw!r}")
+    return value
+
+
+def parse_int(name: str, raw: str, lo: int, hi: int) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{name}: expected an integer, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise SettingsError(f"{name}: must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def parse_listen(name: str, raw: str) -> tuple[str, int]:
+    host, sep, port = raw.strip().rpartition(":")
+    if not sep or not host:
+        raise SettingsError(f"{name}: expected host:port, got {raw!r}")
+    return host.strip("[]"), parse_int(name, port, 1, 65535)
+
+
+def parse_public_url(name: str, raw: str) -> str:
+    url = raw.strip().rstrip("/")
+    if not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", url):
+        raise SettingsError(f"{name}: expected an absolute http(s) URL, got {raw!r}")
+    return url
+
+
+def check_secret(name: str, secret: str) -> bytes:
+    key = secret.encode()
+    if len(key) < MIN_SECRET_BYTES:
+        raise SettingsError(
+            f"{name}: must be at least {MIN_SECRET_BYTES} bytes (got {len(key)}); "
+            "unset it to have one generated"
+        )
+    return key
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    listen_host: str
+    listen_port: int
+    public_url: str
+    secret_key: bytes = field(repr=False)
+    previous_secret_keys: tuple[bytes, ...] = field(repr=False)
+    token_ttl: int
+    max_object_size: int
+    workers: int
+    anonymous: str
+
+    @property
+    def objects_dir(self) -> Path:
+        return self.data_dir / "objects"
+
+    @property
+    def upload_tmp_dir(self) -> Path:
+        return self.data_dir / "tmp" / "uploads"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate every setting; create the data dir and secret."""
+        env = os.environ if env is None else env
+
+        def get(name: str, default: str) -> str:
+            value = env.get(name, "")
+            return value if value.strip() else default
+
+        data_dir = Path(get("LFS_DATA_DIR", "./data")).expanduser().absolute()
+        host, port = parse_listen("LFS_LISTEN", get("LFS_LISTEN", "127.0.0.1:8080"))
+        shown_host = f"[{host}]" if ":" in host else host
+        public_url = parse_public_url(
+            "LFS_PUBLIC_URL", get("LFS_PUBLIC_URL", f"http://{shown_host}:{port}")
+        )
+        anonymous = get("LFS_ANONYMOUS", "none").strip().lower()
+        if anonymous not in ANONYMOUS_MODES:
+            raise SettingsError(
+                f"LFS_ANONYMOUS: expected one of none, read, write, got {anonymous!r}"
+            )
+        previous = tuple(
+            check_secret("LFS_PREVIOUS_SECRET_KEYS", key)
+            for key in get("LFS_PREVIOUS_SECRET_KEYS", "").split(",")
+            if key.strip()
+        )
+        token_ttl = parse_int("LFS_TOKEN_TTL", get("LFS_TOKEN_TTL", "3600"), 60, 604800)
+        max_size = parse_size("LFS_MAX_OBJECT_SIZE", get("LFS_MAX_OBJECT_SIZE", "50G"))
+        workers = parse_int("LFS_WORKERS", get("LFS_WORKERS", "2"), 1, 64)
+        explicit_secret = env.get("LFS_SECRET_KEY", "")
+        if explicit_secret:
+            secret = check_secret("LFS_SECRET_KEY", explicit_secret)
+        else:
+            secret = load_or_create_secret(data_dir)
+        return cls(
+            data_dir=data_dir,
+            listen_host=host,
+            listen_port=port,
+            public_url=public_url,
+            secret_key=secret,
+            previous_secret_keys=previous,
+            token_ttl=token_ttl,
+            max_object_size=max_size,
+            workers=workers,
+            anonymous=anonymous,
+        )
+
+
+def load_or_create_secret(data_dir: Path) -> bytes:
+    """Keep a generated key in the data dir (0600) so tokens survive restarts."""
+    path = data_dir / "secret.key"
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(48))
+        key = path.read_text().strip()
+    except FileExistsError:
+        key = path.read_text().strip()
+    except OSError as exc:
+        raise SettingsError(
+            f"LFS_DATA_DIR: cannot create or read the secret key ({exc.strerror})"
+        ) from None
+    return check_secret(f"LFS_SECRET_KEY (from {path.name} in LFS_DATA_DIR)", key)

@@ -1,0 +1,47 @@
+"""The store interface the HTTP layer talks to.
+
+The batch and transfer code ask a store what exists and hand it finished
+uploads; they never build a filesystem path. Another backend (say one that
+speaks S3) slots in by implementing the same few methods.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Protocol
+
+_OID_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def is_valid_oid(oid: object) -> bool:
+    """An oid is exactly 64 lowercase hex characters: the only thing that nears a path."""
+    return isinstance(oid, str) and _OID_RE.match(oid) is not None and len(oid) == 64
+
+
+class CommitError(Exception):
+    """An upload could not become an object; `status` is the HTTP answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class ObjectStore(Protocol):
+    def size(self, repo: str, oid: str) -> int | None:
+        """Size of a stored object, or None when the repository lacks it."""
+
+    def commit(self, repo: str, oid: str, size: int, upload: Path) -> None:
+        """Check an uploaded temp file and make it the object, atomically.
+
+        Raises CommitError when the size or hash is wrong or storage fails;
+        the object is then not visible. Committing an oid that already exists
+        succeeds without change (first verified writer wins).
+        """
+
+    def internal_uri(self, repo: str, oid: str) -> str:
+        """The internal nginx URI that serves the object's bytes."""
+
+    def check_writable(self) -> None:
+        """Raise OSError when new objects cannot be stored."""

@@ -1,0 +1,81 @@
+"""Objects on the local filesystem, served by nginx.
+
+Layout: objects/<repo>.git/<oid[:2]>/<oid[2:4]>/<oid>. Repository roots end
+in `.git` and fan-out folders and object files never contain a dot, so one
+repository's files can never be another repository's folder.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from lfs_server.store.base import CommitError, is_valid_oid
+
+INTERNAL_PREFIX = "/.lfs-internal/objects/"
+
+
+class LocalStore:
+    def __init__(self, root: Path, upload_tmp_dir: Path) -> None:
+        self.root = root
+        self.upload_tmp_dir = upload_tmp_dir
+
+    def _relative(self, repo: str, oid: str) -> str:
+        if not is_valid_oid(oid):
+            raise ValueError("invalid oid")
+        return f"{repo}.git/{oid[:2]}/{oid[2:4]}/{oid}"
+
+    def path(self, repo: str, oid: str) -> Path:
+        return self.root / self._relative(repo, oid)
+
+    def size(self, repo: str, oid: str) -> int | None:
+        try:
+            return self.path(repo, oid).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def internal_uri(self, repo: str, oid: str) -> str:
+        return INTERNAL_PREFIX + self._relative(repo, oid)
+
+    def check_writable(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=self.upload_tmp_dir, prefix="healthz-"):
+            pass
+
+    def commit(self, repo: str, oid: str, size: int, upload: Path) -> None:
+        final = self.path(repo, oid)
+        if final.exists():
+            return
+        try:
+            with open(upload, "rb") as src:
+                actual_size = os.fstat(src.fileno()).st_size
+                if actual_size != size:
+                    raise CommitError(
+                        422, f"size mismatch: expected {size} bytes, received {actual_size}"
+                    )
+                if hashlib.file_digest(src, "sha256").hexdigest() != oid:
+                    raise CommitError(422, "SHA-256 of the uploaded data does not match the oid")
+                os.fsync(src.fileno())
+            final.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(upload, final)
+            except FileExistsError:
+                return
+            _fsync_dir(final.parent)
+        except CommitError:
+            raise
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise CommitError(507, "insufficient storage on the server") from None
+            raise CommitError(500, "could not store the object") from None
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,97 @@
+"""Endpoints behind the signed hrefs: nginx moves the bytes, these decide.
+
+Upload is two internal calls from nginx: `upload-auth` (auth_request, before
+any body byte is read) and `upload-commit` (after nginx has written the body
+to a temp file, whose path it passes in a header). Download answers with an
+X-Accel-Redirect so nginx serves the file itself (sendfile, Range).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Blueprint, Response, current_app, request
+
+from lfs_server.errors import LFSError, lfs_json
+from lfs_server.store import CommitError, ObjectStore, is_valid_oid
+from lfs_server.tokens import Grant, TokenError, TokenSigner
+
+bp = Blueprint("transfer", __name__)
+
+
+def _store() -> ObjectStore:
+    return current_app.extensions["lfs_store"]
+
+
+def check_token(op: str, oid: str | None, header: str = "Authorization") -> Grant:
+    """The grant of the request's bearer token for `op` on `oid`, or 401/403."""
+    value = request.headers.get(header, "")
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise LFSError(401, "missing transfer token; request one through the batch API")
+    if oid is None or not is_valid_oid(oid):
+        raise LFSError(403, "invalid oid")
+    signer: TokenSigner = current_app.extensions["lfs_signer"]
+    try:
+        return signer.verify(token.strip(), op, oid)
+    except TokenError as exc:
+        raise LFSError(403, str(exc)) from None
+
+
+def _upload_grant() -> Grant:
+    """Upload tokens are checked twice: before the body, and again at commit."""
+    return check_token("upload", request.headers.get("X-LFS-Oid"))
+
+
+@bp.get("/.lfs-internal/upload-auth")
+def upload_auth() -> Response:
+    """nginx's auth_request: only the status and X-LFS-Error reach the client."""
+    try:
+        grant = _upload_grant()
+        declared = request.headers.get("X-LFS-Content-Length", "")
+        if declared and declared != str(grant.size):
+            raise LFSError(403, f"Content-Length must be the object size, {grant.size} bytes")
+    except LFSError as exc:
+        exc.headers["X-LFS-Error"] = exc.message
+        raise
+    return Response(status=204)
+
+
+@bp.post("/.lfs-internal/upload-commit")
+def upload_commit() -> Response:
+    grant = _upload_grant()
+    upload = Path(request.headers.get("X-LFS-Upload-File", ""))
+    tmp_dir = current_app.config["LFS_SETTINGS"].upload_tmp_dir
+    if not upload.is_absolute() or upload.parent != tmp_dir:
+        raise LFSError(500, "upload was not received")
+    try:
+        _store().commit(grant.repo, grant.oid, grant.size, upload)
+    except CommitError as exc:
+        raise LFSError(exc.status, exc.message) from None
+    return Response(status=200)
+
+
+@bp.route("/.lfs/download/<oid>", methods=["GET", "HEAD"])
+def download(oid: str) -> Response:
+    grant = check_token("download", oid)
+    store = _store()
+    if store.size(grant.repo, oid) is None:
+        raise LFSError(404, "object does not exist")
+    response = Response(status=200, mimetype="application/octet-stream")
+    response.headers["X-Accel-Redirect"] = store.internal_uri(grant.repo, oid)
+    return response
+
+
+@bp.post("/.lfs/verify")
+def verify() -> Response:
+    body = request.get_json(force=True, silent=True)
+    if not isinstance(body, dict):
+        raise LFSError(422, "request body must be a JSON object with oid and size")
+    oid = body.get("oid")
+    grant = check_token("verify", oid if isinstance(oid, str) else None)
+    if body.get("size") != grant.size:
+        raise LFSError(422, "size does not match the uploaded object")
+    stored = _store().size(grant.repo, grant.oid)
+    if stored is None:
+        raise LFSError(404, "object was not stored; upload it again")
+    return lfs_json({})
