@@ -1,0 +1,50 @@
+# The two commands of the README: `make run` and `make test`.
+# Both create .venv and install what this Debian machine lacks (as root, with apt).
+
+VENV   := .venv
+BIN    := $(VENV)/bin
+PYTHON ?= python3
+APT    := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
+
+# $(call need,COMMAND,DEBIAN-PACKAGES): install the packages when COMMAND is missing.
+define need
+	@command -v $(1) >/dev/null 2>&1 || PATH="$$PATH:/usr/sbin:/sbin" command -v $(1) >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing $(2) with apt"; \
+	    [ -n "$$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -1440 2>/dev/null)" ] || apt-get update -qq; \
+	    $(APT) $(2) >/dev/null; \
+	  else echo "$(1) is missing: install the Debian package(s) $(2), or run make as root" >&2; exit 1; fi; }
+endef
+
+.PHONY: run test lint bench deps-run deps-test clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+deps-run:
+	$(call need,nginx,nginx)
+
+deps-test: deps-run
+	$(call need,git,git)
+	$(call need,git-lfs,git-lfs)
+	$(call need,curl,curl)
+
+run: deps-run $(BIN)/.installed
+	LFS_DATA_DIR="$${LFS_DATA_DIR:-./data}" $(BIN)/lfs-server serve
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: deps-test $(BIN)/.installed lint
+	$(BIN)/pytest
+
+bench: deps-test $(BIN)/.installed
+	$(call need,wrk,wrk)
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,81 @@
+"""Start the real stack (`lfs-server serve`: nginx + gunicorn) for a test."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+LFS_MEDIA_TYPE = "application/vnd.git-lfs+json"
+LAUNCHER = [sys.executable, "-m", "lfs_server.cli", "serve"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Stack:
+    """One server on 127.0.0.1 with its own data dir; stopped by its own PID."""
+
+    def __init__(self, root: Path, **env: str) -> None:
+        self.root = root
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = root / "data"
+        self.log = root / "server.log"
+        self.env = {
+            **os.environ,
+            "LFS_DATA_DIR": str(self.data_dir),
+            "LFS_LISTEN": f"127.0.0.1:{self.port}",
+            "LFS_WORKERS": "2",
+            **env,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> Stack:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(LAUNCHER, env=self.env, stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log.read_text()}")
+            try:
+                if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"server did not become healthy:\n{self.log.read_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def lfs_base(self, repo: str) -> str:
+        return f"{self.url}/{repo}.git/info/lfs"
+
+    def batch(self, repo: str, body: object, **kwargs: object) -> requests.Response:
+        headers = {"Accept": LFS_MEDIA_TYPE, "Content-Type": f"{LFS_MEDIA_TYPE}; charset=utf-8"}
+        return requests.post(
+            f"{self.lfs_base(repo)}/objects/batch", json=body, headers=headers, timeout=30, **kwargs
+        )
+
+    def upload_tmp_files(self) -> list[Path]:
+        return sorted((self.data_dir / "tmp" / "uploads").glob("*"))
