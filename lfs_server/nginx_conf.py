@@ -26,6 +26,25 @@ def template_text() -> str:
     raise FileNotFoundError("nginx.conf.template is missing from the installation")
 
 
+def tls_directives(settings: Settings) -> str:
+    """Modern TLS only (1.2 with forward-secret AEAD ciphers, and 1.3)."""
+    if settings.tls_cert is None:
+        return ""
+    return (
+        f"        ssl_certificate {settings.tls_cert};\n"
+        f"        ssl_certificate_key {settings.tls_key};\n"
+        "        ssl_protocols TLSv1.2 TLSv1.3;\n"
+        "        ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+        "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+        "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305;\n"
+        "        ssl_prefer_server_ciphers off;\n"
+        "        ssl_session_cache shared:lfs_tls:10m;\n"
+        "        ssl_session_timeout 1d;\n"
+        "        ssl_session_tickets off;\n"
+        '        add_header Strict-Transport-Security "max-age=63072000" always;\n'
+    )
+
+
 def render(settings: Settings, run_dir: Path, socket: Path, access_log: str) -> str:
     host = settings.listen_host
     listen_host = f"[{host}]" if ":" in host else host
@@ -41,8 +60,8 @@ def render(settings: Settings, run_dir: Path, socket: Path, access_log: str) -> 
         "UPLOAD_TMP_DIR": str(settings.upload_tmp_dir),
         "OBJECTS_DIR": str(settings.objects_dir),
         "SOCKET": str(socket),
-        "LISTEN": f"{listen_host}:{settings.listen_port}",
-        "TLS_DIRECTIVES": "",
+        "LISTEN": f"{listen_host}:{settings.listen_port}" + (" ssl" if settings.tls_cert else ""),
+        "TLS_DIRECTIVES": tls_directives(settings),
         "MAX_OBJECT_SIZE": str(settings.max_object_size),
     }
 

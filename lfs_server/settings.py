@@ -36,6 +36,11 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "LFS_MAX_OBJECT_SIZE": ("50G", "largest object accepted, bytes or with K/M/G/T suffix"),
     "LFS_WORKERS": ("2", "gunicorn worker processes"),
     "LFS_ANONYMOUS": ("none", "what callers without credentials may do: none, read or write"),
+    "LFS_TLS_CERT": (
+        "",
+        "PEM certificate (chain) file: when set with LFS_TLS_KEY, nginx serves HTTPS",
+    ),
+    "LFS_TLS_KEY": ("", "PEM private key file for LFS_TLS_CERT"),
 }
 
 
@@ -82,6 +87,18 @@ def parse_public_url(name: str, raw: str) -> str:
     return url
 
 
+def readable_file(name: str, raw: str) -> Path | None:
+    if not raw.strip():
+        return None
+    path = Path(raw.strip()).expanduser().absolute()
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise SettingsError(f"{name}: cannot read {raw.strip()!r} ({exc.strerror})") from None
+    return path
+
+
 def check_secret(name: str, secret: str) -> bytes:
     key = secret.encode()
     if len(key) < MIN_SECRET_BYTES:
@@ -104,6 +121,8 @@ class Settings:
     max_object_size: int
     workers: int
     anonymous: str
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     @property
     def objects_dir(self) -> Path:
@@ -124,9 +143,14 @@ class Settings:
 
         data_dir = Path(get("LFS_DATA_DIR", "./data")).expanduser().absolute()
         host, port = parse_listen("LFS_LISTEN", get("LFS_LISTEN", "127.0.0.1:8080"))
+        tls_cert = readable_file("LFS_TLS_CERT", get("LFS_TLS_CERT", ""))
+        tls_key = readable_file("LFS_TLS_KEY", get("LFS_TLS_KEY", ""))
+        if (tls_cert is None) != (tls_key is None):
+            raise SettingsError("LFS_TLS_CERT and LFS_TLS_KEY: set both or neither")
         shown_host = f"[{host}]" if ":" in host else host
+        scheme = "https" if tls_cert else "http"
         public_url = parse_public_url(
-            "LFS_PUBLIC_URL", get("LFS_PUBLIC_URL", f"http://{shown_host}:{port}")
+            "LFS_PUBLIC_URL", get("LFS_PUBLIC_URL", f"{scheme}://{shown_host}:{port}")
         )
         anonymous = get("LFS_ANONYMOUS", "none").strip().lower()
         if anonymous not in ANONYMOUS_MODES:
@@ -157,6 +181,8 @@ class Settings:
             max_object_size=max_size,
             workers=workers,
             anonymous=anonymous,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
         )
 
 
