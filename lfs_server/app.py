@@ -5,6 +5,8 @@ from __future__ import annotations
 from flask import Flask
 
 from lfs_server import batch, health, transfer
+from lfs_server.accounts import CredentialChecker
+from lfs_server.db import SQLiteDatabase
 from lfs_server.errors import register_error_handlers
 from lfs_server.settings import Settings
 from lfs_server.store import LocalStore
@@ -21,6 +23,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings.objects_dir.mkdir(parents=True, exist_ok=True)
     app.extensions["lfs_store"] = LocalStore(settings.objects_dir, settings.upload_tmp_dir)
     app.extensions["lfs_signer"] = TokenSigner(settings.secret_key, settings.previous_secret_keys)
+    db = SQLiteDatabase(settings.database_path)
+    app.extensions["lfs_db"] = db
+    app.extensions["lfs_credentials"] = CredentialChecker(db)
     for blueprint in (health.bp, transfer.bp, batch.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)

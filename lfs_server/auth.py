@@ -1,19 +1,28 @@
-"""Who is calling, and what they may do on which repository."""
+"""Who is calling (HTTP Basic: password or access token; or anonymous) and
+whether they may do what they ask on a repository.
+
+401 means "send credentials" (no or wrong ones; carries LFS-Authenticate so
+git-lfs asks its credential helpers), 403 means "known, but not allowed".
+A repository the caller may not read answers 403 too: repositories are only
+names here, so hiding them behind 404 would hide nothing.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass
 
-from flask import current_app
+from flask import current_app, g, request
 
+from lfs_server import throttle
+from lfs_server.access import level, right_for
+from lfs_server.accounts import CredentialChecker
+from lfs_server.db import Database, User
 from lfs_server.errors import LFSError
 
-RIGHTS = ("none", "read", "write", "admin")
 ANONYMOUS = "anonymous"
-
-
-def right_level(right: str) -> int:
-    return RIGHTS.index(right)
+CHALLENGE = {"LFS-Authenticate": 'Basic realm="Git LFS"'}
 
 
 @dataclass(frozen=True)
@@ -24,18 +33,65 @@ class Caller:
     right: str
 
 
-def require(repo: str, needed: str) -> Caller:
-    """The caller, when they hold `needed` on `repo`; otherwise an LFS error.
+def _basic_credentials() -> tuple[str, str] | None:
+    scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        name, sep, secret = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        raise LFSError(401, "malformed Basic credentials", CHALLENGE) from None
+    if not sep:
+        raise LFSError(401, "malformed Basic credentials", CHALLENGE)
+    return name, secret
 
-    A caller who is not allowed and sent no credentials gets 401, so the
-    git-lfs client asks its credential helpers and retries.
-    """
-    anonymous_right = current_app.config["LFS_SETTINGS"].anonymous
-    caller = Caller(ANONYMOUS, anonymous_right)
-    if right_level(caller.right) < right_level(needed):
-        raise LFSError(
-            401,
-            "credentials required",
-            {"LFS-Authenticate": 'Basic realm="Git LFS"'},
-        )
-    return caller
+
+def client_address() -> str:
+    """nginx overwrites X-Forwarded-For with the peer address it saw."""
+    return request.headers.get("X-Forwarded-For", request.remote_addr or "unknown")
+
+
+def current_user() -> User | None:
+    """The authenticated user of this request, or None for anonymous; once per request."""
+    if "lfs_user" in g:
+        return g.lfs_user
+    credentials = _basic_credentials()
+    user = None
+    if credentials is not None:
+        name, secret = credentials
+        db: Database = current_app.extensions["lfs_db"]
+        checker: CredentialChecker = current_app.extensions["lfs_credentials"]
+        client = client_address()
+        throttle.check(db, client, name)
+        user = checker.check(name, secret)
+        if user is None:
+            throttle.record_failure(db, client, name)
+            raise LFSError(401, "wrong user name, password or token", CHALLENGE)
+    g.lfs_user = user
+    return user
+
+
+def caller_right(repo: str) -> tuple[User | None, str]:
+    user = current_user()
+    anonymous = current_app.config["LFS_SETTINGS"].anonymous
+    return user, right_for(current_app.extensions["lfs_db"], user, repo, anonymous)
+
+
+def require(repo: str, needed: str) -> Caller:
+    """The caller, when they hold `needed` on `repo`; otherwise 401 or 403."""
+    user, right = caller_right(repo)
+    if level(right) >= level(needed):
+        return Caller(user.name if user else ANONYMOUS, right)
+    if user is None:
+        raise LFSError(401, "credentials required", CHALLENGE)
+    raise LFSError(403, f"{user.name} has no {needed} access to {repo}")
+
+
+def still_allowed(name: str, repo: str, needed: str) -> bool:
+    """Re-check a transfer token's user at transfer time: revocations bite at once."""
+    db: Database = current_app.extensions["lfs_db"]
+    user = None if name == ANONYMOUS else db.get_user(name)
+    if user is None and name != ANONYMOUS:
+        return False
+    anonymous = current_app.config["LFS_SETTINGS"].anonymous
+    return level(right_for(db, user, repo, anonymous)) >= level(needed)

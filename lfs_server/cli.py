@@ -1,11 +1,23 @@
-"""The `lfs-server` command."""
+"""The `lfs-server` command: run the server, and manage users, grants and tokens."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
+import re
 import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 
+from lfs_server.access import RIGHTS, normalize_pattern
+from lfs_server.accounts import hash_password, new_token, password_matches, valid_user_name
+from lfs_server.db import DatabaseError, SQLiteDatabase
 from lfs_server.settings import SETTINGS, Settings, SettingsError
+
+
+class CommandError(Exception):
+    """A command failed for a reason the message explains."""
 
 
 def settings_help() -> str:
@@ -13,6 +25,180 @@ def settings_help() -> str:
         f"  {name:<26} {desc} (default: {default})" for name, (default, desc) in SETTINGS.items()
     ]
     return "settings (environment variables):\n" + "\n".join(rows)
+
+
+def read_password(from_stdin: bool) -> str:
+    """A new password from stdin (--password-stdin) or typed twice at a prompt."""
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            raise CommandError("the passwords differ")
+    else:
+        raise CommandError("no terminal to ask for a password: use --password-stdin")
+    if len(password) < 8:
+        raise CommandError("a password needs at least 8 characters")
+    return password
+
+
+_DURATION_RE = re.compile(r"^(\d+)([hdwy])$")
+_DURATION_SECONDS = {"h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+
+
+def parse_expiry(text: str | None) -> int | None:
+    if text is None or text == "never":
+        return None
+    match = _DURATION_RE.match(text)
+    if not match or int(match.group(1)) == 0:
+        raise CommandError(
+            f"--expires: expected a duration like 12h, 90d, 8w, 1y or never, got {text!r}"
+        )
+    return int(time.time()) + int(match.group(1)) * _DURATION_SECONDS[match.group(2)]
+
+
+def when(timestamp: int | None) -> str:
+    if timestamp is None:
+        return "-"
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def print_table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+def ensure_admin(db: SQLiteDatabase, name: str, password: str) -> None:
+    """Create or update an admin from LFS_ADMIN_USER/LFS_ADMIN_PASSWORD at start."""
+    if not valid_user_name(name):
+        raise SettingsError(f"LFS_ADMIN_USER: invalid user name {name!r}")
+    if len(password) < 8:
+        raise SettingsError("LFS_ADMIN_PASSWORD: needs at least 8 characters")
+    user = db.get_user(name)
+    if user is None:
+        db.add_user(name, hash_password(password), is_admin=True)
+        return
+    db.set_admin(name, True)
+    if not password_matches(user.password_hash, password):
+        db.set_password(name, hash_password(password))
+
+
+# command handlers: (args, settings) -> exit code
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from lfs_server.serve import serve
+
+    if settings.admin_user:
+        ensure_admin(
+            SQLiteDatabase(settings.database_path), settings.admin_user, settings.admin_password
+        )
+    return serve(settings)
+
+
+def cmd_check_config(args: argparse.Namespace, settings: Settings) -> int:
+    SQLiteDatabase(settings.database_path)
+    print(f"lfs-server: configuration is valid; serving {settings.public_url}")
+    return 0
+
+
+def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
+    db = SQLiteDatabase(settings.database_path)
+    if args.action == "list":
+        users = db.list_users()
+        print_table(
+            [
+                (
+                    u.name,
+                    "admin" if u.is_admin else "-",
+                    "yes" if u.password_hash else "no",
+                    when(u.created_at),
+                )
+                for u in users
+            ],
+            ("USER", "ADMIN", "PASSWORD", "CREATED"),
+        )
+        return 0
+    if not args.name:
+        raise CommandError(f"user {args.action}: a user name is required")
+    if args.action == "add":
+        if not valid_user_name(args.name):
+            raise CommandError(
+                f"invalid user name {args.name!r}: use letters, digits and . _ @ - (at most 64)"
+            )
+        password = None if args.no_password else hash_password(read_password(args.password_stdin))
+        db.add_user(args.name, password, args.admin)
+        print(f"added user {args.name}" + (" (admin)" if args.admin else ""))
+    elif args.action == "passwd":
+        if db.get_user(args.name) is None:
+            raise CommandError(f"no such user: {args.name}")
+        db.set_password(args.name, hash_password(read_password(args.password_stdin)))
+        print(f"password of {args.name} changed")
+    elif args.action == "remove":
+        db.remove_user(args.name)
+        print(f"removed user {args.name} with their grants and tokens")
+    return 0
+
+
+def cmd_grant(args: argparse.Namespace, settings: Settings) -> int:
+    db = SQLiteDatabase(settings.database_path)
+    pattern = normalize_pattern(args.pattern)
+    if pattern is None:
+        raise CommandError(
+            f"invalid repository pattern {args.pattern!r}: use *, team/* or team/project"
+        )
+    db.set_grant(args.name, pattern, args.right)
+    print(f"{args.name} has {args.right} access to {pattern}")
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    db = SQLiteDatabase(settings.database_path)
+    pattern = normalize_pattern(args.pattern) or args.pattern
+    db.remove_grant(args.name, pattern)
+    print(f"revoked {args.name}'s grant on {pattern}")
+    return 0
+
+
+def cmd_grants(args: argparse.Namespace, settings: Settings) -> int:
+    db = SQLiteDatabase(settings.database_path)
+    grants = db.list_grants(args.name)
+    print_table([(g.user, g.pattern, g.right) for g in grants], ("USER", "PATTERN", "RIGHT"))
+    return 0
+
+
+def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    db = SQLiteDatabase(settings.database_path)
+    if args.action == "create":
+        if not args.target:
+            raise CommandError("token create: a user name is required")
+        expires_at = parse_expiry(args.expires)
+        token_id, token, secret_hash = new_token()
+        db.add_token(args.target, token_id, secret_hash, args.note or "", expires_at)
+        print(token)
+        print(
+            f"token {token_id} for {args.target}, expires {when(expires_at)}; "
+            "use it as the password. It is shown only now.",
+            file=sys.stderr,
+        )
+    elif args.action == "list":
+        tokens = db.list_tokens(args.target)
+        print_table(
+            [
+                (t.id, t.user, when(t.created_at), when(t.expires_at), when(t.last_used_at), t.note)
+                for t in tokens
+            ],
+            ("ID", "USER", "CREATED", "EXPIRES", "LAST USED", "NOTE"),
+        )
+    elif args.action == "revoke":
+        if not args.target:
+            raise CommandError("token revoke: a token id is required (see token list)")
+        db.revoke_token(args.target)
+        print(f"revoked token {args.target}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,8 +209,43 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("serve", help="run nginx and gunicorn in the foreground")
-    commands.add_parser("check-config", help="validate the settings and exit")
+
+    def add(
+        name: str, handler: Callable[[argparse.Namespace, Settings], int], help: str
+    ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    add("serve", cmd_serve, "run nginx and gunicorn in the foreground")
+    add("check-config", cmd_check_config, "validate the settings and the database, then exit")
+
+    user = add("user", cmd_user, "add, list, remove users or change a password")
+    user.add_argument("action", choices=["add", "list", "remove", "passwd"])
+    user.add_argument("name", nargs="?")
+    user.add_argument(
+        "--admin", action="store_true", help="server admin: admin on every repository"
+    )
+    user.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    user.add_argument("--no-password", action="store_true", help="token-only user (add)")
+
+    grant = add("grant", cmd_grant, "give a user a right on repositories matching a pattern")
+    grant.add_argument("name")
+    grant.add_argument("pattern", help="*, team/* or team/project")
+    grant.add_argument("right", choices=RIGHTS[1:])
+
+    revoke = add("revoke", cmd_revoke, "remove a user's grant on a pattern")
+    revoke.add_argument("name")
+    revoke.add_argument("pattern")
+
+    grants = add("grants", cmd_grants, "list grants (of one user, or all)")
+    grants.add_argument("name", nargs="?")
+
+    token = add("token", cmd_token, "personal access tokens, usable as the password")
+    token.add_argument("action", choices=["create", "list", "revoke"])
+    token.add_argument("target", nargs="?", help="user name (create, list) or token id (revoke)")
+    token.add_argument("--expires", help="12h, 90d, 8w, 1y or never (default: never)")
+    token.add_argument("--note", help="what the token is for")
     return parser
 
 
@@ -32,15 +253,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
+        return args.handler(args, settings)
     except SettingsError as exc:
         print(f"lfs-server: bad setting {exc}", file=sys.stderr)
-        return 2
-    if args.command == "check-config":
-        print(f"lfs-server: configuration is valid; serving {settings.public_url}")
-        return 0
-    from lfs_server.serve import serve
-
-    return serve(settings)
+    except (CommandError, DatabaseError) as exc:
+        print(f"lfs-server: {exc}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -36,6 +36,12 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "LFS_MAX_OBJECT_SIZE": ("50G", "largest object accepted, bytes or with K/M/G/T suffix"),
     "LFS_WORKERS": ("2", "gunicorn worker processes"),
     "LFS_ANONYMOUS": ("none", "what callers without credentials may do: none, read or write"),
+    "LFS_ADMIN_USER": ("", "create or update this admin user at start (for docker run set-ups)"),
+    "LFS_ADMIN_PASSWORD": ("", "password of LFS_ADMIN_USER (prefer LFS_ADMIN_PASSWORD_FILE)"),
+    "LFS_ADMIN_PASSWORD_FILE": (
+        "",
+        "file holding the password of LFS_ADMIN_USER (a Docker secret)",
+    ),
     "LFS_TLS_CERT": (
         "",
         "PEM certificate (chain) file: when set with LFS_TLS_KEY, nginx serves HTTPS",
@@ -123,10 +129,16 @@ class Settings:
     anonymous: str
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    admin_user: str = ""
+    admin_password: str = field(default="", repr=False)
 
     @property
     def objects_dir(self) -> Path:
         return self.data_dir / "objects"
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "lfs.db"
 
     @property
     def upload_tmp_dir(self) -> Path:
@@ -165,6 +177,8 @@ class Settings:
         token_ttl = parse_int("LFS_TOKEN_TTL", get("LFS_TOKEN_TTL", "3600"), 60, 604800)
         max_size = parse_size("LFS_MAX_OBJECT_SIZE", get("LFS_MAX_OBJECT_SIZE", "50G"))
         workers = parse_int("LFS_WORKERS", get("LFS_WORKERS", "2"), 1, 64)
+        admin_user = get("LFS_ADMIN_USER", "").strip()
+        admin_password = admin_password_from(env, admin_user)
         explicit_secret = env.get("LFS_SECRET_KEY", "")
         if explicit_secret:
             secret = check_secret("LFS_SECRET_KEY", explicit_secret)
@@ -183,7 +197,23 @@ class Settings:
             anonymous=anonymous,
             tls_cert=tls_cert,
             tls_key=tls_key,
+            admin_user=admin_user,
+            admin_password=admin_password,
         )
+
+
+def admin_password_from(env: Mapping[str, str], admin_user: str) -> str:
+    password = env.get("LFS_ADMIN_PASSWORD", "")
+    password_file = env.get("LFS_ADMIN_PASSWORD_FILE", "").strip()
+    if password_file:
+        path = readable_file("LFS_ADMIN_PASSWORD_FILE", password_file)
+        assert path is not None
+        password = path.read_text().strip("\r\n")
+    if admin_user and not password:
+        raise SettingsError("LFS_ADMIN_USER: needs LFS_ADMIN_PASSWORD or LFS_ADMIN_PASSWORD_FILE")
+    if password and not admin_user:
+        raise SettingsError("LFS_ADMIN_PASSWORD: set LFS_ADMIN_USER too")
+    return password
 
 
 def load_or_create_secret(data_dir: Path) -> bytes:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from flask import Blueprint, Response, current_app, request
 
+from lfs_server.access import level
+from lfs_server.auth import still_allowed
 from lfs_server.errors import LFSError, lfs_json
 from lfs_server.store import CommitError, ObjectStore, is_valid_oid
 from lfs_server.tokens import Grant, TokenError, TokenSigner
@@ -23,9 +25,16 @@ def _store() -> ObjectStore:
     return current_app.extensions["lfs_store"]
 
 
-def check_token(op: str, oid: str | None, header: str = "Authorization") -> Grant:
-    """The grant of the request's bearer token for `op` on `oid`, or 401/403."""
-    value = request.headers.get(header, "")
+NEEDED_RIGHT = {"upload": "write", "download": "read", "verify": "write"}
+
+
+def check_token(op: str, oid: str | None) -> Grant:
+    """The grant of the request's bearer token for `op` on `oid`, or 401/403.
+
+    The token's user must still hold the right now, not only when it was
+    minted, so removing a user or a grant stops their transfers at once.
+    """
+    value = request.headers.get("Authorization", "")
     scheme, _, token = value.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise LFSError(401, "missing transfer token; request one through the batch API")
@@ -33,9 +42,13 @@ def check_token(op: str, oid: str | None, header: str = "Authorization") -> Gran
         raise LFSError(403, "invalid oid")
     signer: TokenSigner = current_app.extensions["lfs_signer"]
     try:
-        return signer.verify(token.strip(), op, oid)
+        grant = signer.verify(token.strip(), op, oid)
     except TokenError as exc:
         raise LFSError(403, str(exc)) from None
+    needed = NEEDED_RIGHT[op]
+    if level(grant.right) < level(needed) or not still_allowed(grant.user, grant.repo, needed):
+        raise LFSError(403, f"{grant.user} no longer has {needed} access to this repository")
+    return grant
 
 
 def _upload_grant() -> Grant:

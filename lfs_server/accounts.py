@@ -1,0 +1,103 @@
+"""Credentials: password hashes, personal access tokens, and a cheap check.
+
+Passwords get Werkzeug's salted scrypt hash: slow on purpose, so a request
+that had to verify one on every batch call would cap throughput. Successful
+checks are therefore cached per worker, keyed by an HMAC of the name, the
+secret and the *current* stored hash: a changed password or a removed user
+stops matching at once, and entries expire after CACHE_SECONDS anyway.
+
+Access tokens (`lfs_<id>_<secret>`) are random and long, so a SHA-256 of the
+secret is a safe and fast way to store them; the id finds the row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import threading
+import time
+from collections import OrderedDict
+
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from lfs_server.db import Database, User
+
+CACHE_SECONDS = 30.0
+CACHE_ENTRIES = 4096
+TOKEN_PREFIX = "lfs_"
+_TOKEN_RE = re.compile(r"^lfs_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+
+
+def valid_user_name(name: str) -> bool:
+    return _NAME_RE.match(name) is not None
+
+
+def hash_password(password: str) -> str:
+    return generate_password_hash(password)
+
+
+def password_matches(password_hash: str | None, password: str) -> bool:
+    return password_hash is not None and check_password_hash(password_hash, password)
+
+
+def new_token() -> tuple[str, str, str]:
+    """(token id, full token shown once, stored hash of its secret)."""
+    token_id = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)
+    return token_id, f"{TOKEN_PREFIX}{token_id}_{secret}", _hash_secret(secret)
+
+
+def _hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class CredentialChecker:
+    """Answers "is this name + password (or token) valid?", cheaply when repeated."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._cache_key = secrets.token_bytes(32)
+        self._cache: OrderedDict[bytes, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def check(self, name: str, secret: str) -> User | None:
+        user = self.db.get_user(name)
+        if user is None:
+            return None
+        token = _TOKEN_RE.match(secret)
+        if token:
+            return user if self._check_token(user, token.group(1), token.group(2)) else None
+        if user.password_hash is None:
+            return None
+        key = hmac.new(
+            self._cache_key, f"{name}\0{secret}\0{user.password_hash}".encode(), hashlib.sha256
+        ).digest()
+        now = time.monotonic()
+        with self._lock:
+            expires = self._cache.get(key)
+            if expires is not None and expires > now:
+                return user
+        if not password_matches(user.password_hash, secret):
+            return None
+        with self._lock:
+            self._cache[key] = now + CACHE_SECONDS
+            self._cache.move_to_end(key)
+            while len(self._cache) > CACHE_ENTRIES:
+                self._cache.popitem(last=False)
+        return user
+
+    def _check_token(self, user: User, token_id: str, secret: str) -> bool:
+        stored = self.db.get_token(token_id)
+        if stored is None or stored.user != user.name:
+            return False
+        now = int(time.time())
+        if stored.expires_at is not None and stored.expires_at <= now:
+            return False
+        if not hmac.compare_digest(stored.secret_hash, _hash_secret(secret)):
+            return False
+        if stored.last_used_at is None or now - stored.last_used_at >= 60:
+            self.db.touch_token(token_id, now)
+        return True

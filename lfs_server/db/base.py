@@ -1,0 +1,64 @@
+"""What the server needs from its database: users, access tokens, grants,
+failure counters and locks. A PostgreSQL backend implements the same
+Protocol; nothing outside lfs_server/db speaks SQL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class DatabaseError(Exception):
+    """A request the database refuses (unknown user, duplicate name, ...)."""
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    name: str
+    password_hash: str | None
+    is_admin: bool
+    created_at: int
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    id: str
+    user: str
+    secret_hash: str
+    note: str
+    created_at: int
+    expires_at: int | None
+    last_used_at: int | None
+
+
+@dataclass(frozen=True)
+class RepoGrant:
+    user: str
+    pattern: str
+    right: str
+
+
+class Database(Protocol):
+    def get_user(self, name: str) -> User | None: ...
+    def list_users(self) -> list[User]: ...
+    def add_user(self, name: str, password_hash: str | None, is_admin: bool) -> User: ...
+    def set_password(self, name: str, password_hash: str | None) -> None: ...
+    def set_admin(self, name: str, is_admin: bool) -> None: ...
+    def remove_user(self, name: str) -> None: ...
+
+    def add_token(
+        self, user: str, token_id: str, secret_hash: str, note: str, expires_at: int | None
+    ) -> AccessToken: ...
+    def get_token(self, token_id: str) -> AccessToken | None: ...
+    def list_tokens(self, user: str | None = None) -> list[AccessToken]: ...
+    def revoke_token(self, token_id: str) -> None: ...
+    def touch_token(self, token_id: str, when: int) -> None: ...
+
+    def set_grant(self, user: str, pattern: str, right: str) -> None: ...
+    def remove_grant(self, user: str, pattern: str) -> None: ...
+    def list_grants(self, user: str | None = None) -> list[RepoGrant]: ...
+    def user_grants(self, user_id: int) -> list[tuple[str, str]]: ...
+
+    def failures(self, keys: list[str], now: float) -> dict[str, int]: ...
+    def add_failure(self, keys: list[str], now: float, window: float) -> None: ...

@@ -1,0 +1,247 @@
+"""SQLite backend: one file in the data dir, WAL mode, one connection per thread.
+
+WAL lets every gunicorn worker read while one writes; `busy_timeout` makes
+concurrent writers wait instead of failing. The schema is versioned with
+`PRAGMA user_version` and migrated in order at open, under an immediate
+transaction so two workers starting together do not both migrate.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from lfs_server.db.base import AccessToken, DatabaseError, RepoGrant, User
+
+MIGRATIONS: list[str] = [
+    # 1: accounts, access tokens, grants, authentication failure counters
+    """
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        password_hash TEXT,
+        is_admin INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        secret_hash TEXT NOT NULL,
+        note TEXT NOT NULL DEFAULT '',
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER,
+        last_used_at INTEGER
+    );
+    CREATE INDEX tokens_user ON tokens(user_id);
+    CREATE TABLE grants (
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        pattern TEXT NOT NULL,
+        access TEXT NOT NULL CHECK (access IN ('read', 'write', 'admin')),
+        PRIMARY KEY (user_id, pattern)
+    );
+    CREATE TABLE auth_failures (
+        key TEXT PRIMARY KEY,
+        count INTEGER NOT NULL,
+        reset_at REAL NOT NULL
+    );
+    """,
+]
+
+
+class SQLiteDatabase:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._migrate()
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+            conn.execute("PRAGMA busy_timeout = 10000")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn.execute("PRAGMA journal_mode = WAL")
+        with self.transaction() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(MIGRATIONS):
+                raise DatabaseError(
+                    f"the database schema (version {version}) is newer than this server "
+                    f"(version {len(MIGRATIONS)}): upgrade the server"
+                )
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in script.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number}")
+
+    def schema_version(self) -> int:
+        return self.conn.execute("PRAGMA user_version").fetchone()[0]
+
+    # users
+
+    def _user_id(self, name: str) -> int:
+        row = self.conn.execute("SELECT id FROM users WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise DatabaseError(f"no such user: {name}")
+        return row[0]
+
+    def get_user(self, name: str) -> User | None:
+        row = self.conn.execute(
+            "SELECT id, name, password_hash, is_admin, created_at FROM users WHERE name = ?",
+            (name,),
+        ).fetchone()
+        return User(row[0], row[1], row[2], bool(row[3]), row[4]) if row else None
+
+    def list_users(self) -> list[User]:
+        rows = self.conn.execute(
+            "SELECT id, name, password_hash, is_admin, created_at FROM users ORDER BY name"
+        )
+        return [User(r[0], r[1], r[2], bool(r[3]), r[4]) for r in rows]
+
+    def add_user(self, name: str, password_hash: str | None, is_admin: bool) -> User:
+        try:
+            with self.transaction() as conn:
+                conn.execute(
+                    "INSERT INTO users (name, password_hash, is_admin, created_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (name, password_hash, int(is_admin), int(time.time())),
+                )
+        except sqlite3.IntegrityError:
+            raise DatabaseError(f"user already exists: {name}") from None
+        user = self.get_user(name)
+        assert user is not None
+        return user
+
+    def _update_user(self, name: str, column: str, value: object) -> None:
+        with self.transaction() as conn:
+            cursor = conn.execute(f"UPDATE users SET {column} = ? WHERE name = ?", (value, name))
+            if cursor.rowcount == 0:
+                raise DatabaseError(f"no such user: {name}")
+
+    def set_password(self, name: str, password_hash: str | None) -> None:
+        self._update_user(name, "password_hash", password_hash)
+
+    def set_admin(self, name: str, is_admin: bool) -> None:
+        self._update_user(name, "is_admin", int(is_admin))
+
+    def remove_user(self, name: str) -> None:
+        with self.transaction() as conn:
+            if conn.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount == 0:
+                raise DatabaseError(f"no such user: {name}")
+
+    # access tokens
+
+    def add_token(
+        self, user: str, token_id: str, secret_hash: str, note: str, expires_at: int | None
+    ) -> AccessToken:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO tokens (id, user_id, secret_hash, note, created_at, expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (token_id, self._user_id(user), secret_hash, note, int(time.time()), expires_at),
+            )
+        token = self.get_token(token_id)
+        assert token is not None
+        return token
+
+    _TOKEN_SELECT = (
+        "SELECT t.id, u.name, t.secret_hash, t.note, t.created_at, t.expires_at, t.last_used_at "
+        "FROM tokens t JOIN users u ON u.id = t.user_id"
+    )
+
+    def get_token(self, token_id: str) -> AccessToken | None:
+        row = self.conn.execute(f"{self._TOKEN_SELECT} WHERE t.id = ?", (token_id,)).fetchone()
+        return AccessToken(*row) if row else None
+
+    def list_tokens(self, user: str | None = None) -> list[AccessToken]:
+        if user is None:
+            rows = self.conn.execute(f"{self._TOKEN_SELECT} ORDER BY u.name, t.created_at")
+        else:
+            rows = self.conn.execute(
+                f"{self._TOKEN_SELECT} WHERE u.id = ? ORDER BY t.created_at",
+                (self._user_id(user),),
+            )
+        return [AccessToken(*row) for row in rows]
+
+    def revoke_token(self, token_id: str) -> None:
+        with self.transaction() as conn:
+            if conn.execute("DELETE FROM tokens WHERE id = ?", (token_id,)).rowcount == 0:
+                raise DatabaseError(f"no such token: {token_id}")
+
+    def touch_token(self, token_id: str, when: int) -> None:
+        self.conn.execute("UPDATE tokens SET last_used_at = ? WHERE id = ?", (when, token_id))
+
+    # grants
+
+    def set_grant(self, user: str, pattern: str, right: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO grants (user_id, pattern, access) VALUES (?, ?, ?) "
+                "ON CONFLICT (user_id, pattern) DO UPDATE SET access = excluded.access",
+                (self._user_id(user), pattern, right),
+            )
+
+    def remove_grant(self, user: str, pattern: str) -> None:
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "DELETE FROM grants WHERE user_id = ? AND pattern = ?",
+                (self._user_id(user), pattern),
+            )
+            if cursor.rowcount == 0:
+                raise DatabaseError(f"{user} has no grant on {pattern}")
+
+    def list_grants(self, user: str | None = None) -> list[RepoGrant]:
+        query = "SELECT u.name, g.pattern, g.access FROM grants g JOIN users u ON u.id = g.user_id"
+        if user is None:
+            rows = self.conn.execute(f"{query} ORDER BY u.name, g.pattern")
+        else:
+            rows = self.conn.execute(
+                f"{query} WHERE u.id = ? ORDER BY g.pattern", (self._user_id(user),)
+            )
+        return [RepoGrant(*row) for row in rows]
+
+    def user_grants(self, user_id: int) -> list[tuple[str, str]]:
+        rows = self.conn.execute("SELECT pattern, access FROM grants WHERE user_id = ?", (user_id,))
+        return [(row[0], row[1]) for row in rows]
+
+    # authentication failure counters (shared by all workers)
+
+    def failures(self, keys: list[str], now: float) -> dict[str, int]:
+        marks = ",".join("?" * len(keys))
+        rows = self.conn.execute(
+            f"SELECT key, count FROM auth_failures WHERE key IN ({marks}) AND reset_at > ?",
+            (*keys, now),
+        )
+        return dict(rows.fetchall())
+
+    def add_failure(self, keys: list[str], now: float, window: float) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM auth_failures WHERE reset_at <= ?", (now,))
+            for key in keys:
+                conn.execute(
+                    "INSERT INTO auth_failures (key, count, reset_at) VALUES (?, 1, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET count = count + 1",
+                    (key, now + window),
+                )
