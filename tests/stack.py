@@ -68,6 +68,24 @@ class Stack:
                 self.proc.wait()
         return self.proc.returncode
 
+    def cli(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        """Run an `lfs-server` admin command against this server's data dir."""
+        return subprocess.run(
+            [sys.executable, "-m", "lfs_server.cli", *args],
+            env=self.env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    def add_user(self, name: str, password: str, *grants: tuple[str, str]) -> None:
+        done = self.cli("user", "add", name, "--password-stdin", stdin=password + "\n")
+        assert done.returncode == 0, done.stderr
+        for pattern, right in grants:
+            done = self.cli("grant", name, pattern, right)
+            assert done.returncode == 0, done.stderr
+
     def lfs_base(self, repo: str) -> str:
         return f"{self.url}/{repo}.git/info/lfs"
 
