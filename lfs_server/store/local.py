@@ -22,6 +22,7 @@ class LocalStore:
     def __init__(self, root: Path, upload_tmp_dir: Path) -> None:
         self.root = root
         self.upload_tmp_dir = upload_tmp_dir
+        self._root = str(root)
 
     def _relative(self, repo: str, oid: str) -> str:
         if not is_valid_oid(oid):
@@ -32,8 +33,9 @@ class LocalStore:
         return self.root / self._relative(repo, oid)
 
     def size(self, repo: str, oid: str) -> int | None:
+        # Called for every object of every batch: a plain string stat, no Path.
         try:
-            return self.path(repo, oid).stat().st_size
+            return os.stat(f"{self._root}/{self._relative(repo, oid)}").st_size
         except FileNotFoundError:
             return None
 

@@ -94,3 +94,10 @@ def test_rotation_keeps_old_tokens_valid() -> None:
 def test_garbage(garbage: str) -> None:
     with pytest.raises(TokenError):
         TokenSigner(KEY).verify(garbage, "download", OID)
+
+
+def test_signing_matches_pyjwt_byte_for_byte() -> None:
+    signer = TokenSigner(KEY)
+    token = sign(signer)
+    claims = jwt.decode(token, KEY, algorithms=["HS256"])
+    assert token == jwt.encode(claims, KEY, algorithm="HS256", headers={"kid": key_id(KEY)})
