@@ -29,12 +29,14 @@ class LaunchError(Exception):
     """Start-up failed for a reason the operator can fix; the message says which."""
 
 
-def find_nginx() -> str:
-    found = shutil.which("nginx") or next(
-        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None
-    )
+def find_nginx(name: str) -> str:
+    """The nginx binary: Debian puts it in /usr/sbin, often not on a user's PATH."""
+    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"])
+    found = shutil.which(name, path=search)
     if not found:
-        raise LaunchError("nginx not found: install it (Debian: apt-get install nginx)")
+        raise LaunchError(
+            f"nginx not found (LFS_NGINX={name}): install it (Debian: apt-get install nginx)"
+        )
     return found
 
 
@@ -78,7 +80,7 @@ class Supervisor:
         self.stopping = True
 
     def start(self, run_dir: Path) -> None:
-        nginx = find_nginx()
+        nginx = find_nginx(self.settings.nginx)
         check_port_free(self.settings)
         socket_path = run_dir / "gunicorn.sock"
         conf = run_dir / "nginx.conf"
@@ -113,7 +115,12 @@ class Supervisor:
                 "warning",
                 "lfs_server.wsgi:app",
             ],
-            env={**os.environ, "LFS_DATA_DIR": str(self.settings.data_dir)},
+            # XDG_RUNTIME_DIR: gunicorn >= 25.1 puts its control socket there (not in ~/.gunicorn).
+            env={
+                **os.environ,
+                "LFS_DATA_DIR": str(self.settings.data_dir),
+                "XDG_RUNTIME_DIR": str(run_dir),
+            },
         )
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while not socket_path.exists():

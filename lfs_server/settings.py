@@ -36,6 +36,10 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "LFS_MAX_OBJECT_SIZE": ("50G", "largest object accepted, bytes or with K/M/G/T suffix"),
     "LFS_WORKERS": ("2", "gunicorn worker processes"),
     "LFS_ANONYMOUS": ("none", "what callers without credentials may do: none, read or write"),
+    "LFS_NGINX": (
+        "nginx",
+        "the nginx binary: a path, or a name looked up in PATH and the sbin folders",
+    ),
     "LFS_ADMIN_USER": ("", "create or update this admin user at start (for docker run set-ups)"),
     "LFS_ADMIN_PASSWORD": ("", "password of LFS_ADMIN_USER (prefer LFS_ADMIN_PASSWORD_FILE)"),
     "LFS_ADMIN_PASSWORD_FILE": (
@@ -129,6 +133,7 @@ class Settings:
     anonymous: str
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    nginx: str = "nginx"
     admin_user: str = ""
     admin_password: str = field(default="", repr=False)
 
@@ -199,6 +204,7 @@ class Settings:
             tls_key=tls_key,
             admin_user=admin_user,
             admin_password=admin_password,
+            nginx=get("LFS_NGINX", "nginx").strip(),
         )
 
 
