@@ -31,8 +31,12 @@ _TOKEN_RE = re.compile(r"^lfs_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 
 
+RESERVED_NAMES = frozenset({"anonymous"})
+
+
 def valid_user_name(name: str) -> bool:
-    return _NAME_RE.match(name) is not None
+    """Letters, digits and `._@-`; `anonymous` is taken by callers without credentials."""
+    return _NAME_RE.match(name) is not None and name.lower() not in RESERVED_NAMES
 
 
 def hash_password(password: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from lfs_server import batch, health, transfer
+from lfs_server import batch, health, locks, transfer
 from lfs_server.accounts import CredentialChecker
 from lfs_server.db import SQLiteDatabase
 from lfs_server.errors import register_error_handlers
@@ -26,7 +26,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     db = SQLiteDatabase(settings.database_path)
     app.extensions["lfs_db"] = db
     app.extensions["lfs_credentials"] = CredentialChecker(db)
-    for blueprint in (health.bp, transfer.bp, batch.bp):
+    for blueprint in (health.bp, transfer.bp, batch.bp, locks.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     return app

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from lfs_server.access import RIGHTS, normalize_pattern
 from lfs_server.accounts import hash_password, new_token, password_matches, valid_user_name
 from lfs_server.db import DatabaseError, SQLiteDatabase
+from lfs_server.repos import normalize_repo
 from lfs_server.settings import SETTINGS, Settings, SettingsError
 
 
@@ -201,6 +202,29 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_locks(args: argparse.Namespace, settings: Settings) -> int:
+    repo = normalize_repo(args.repo)
+    if repo is None:
+        raise CommandError(
+            f"invalid repository name {args.repo!r}: use team/project (a .git suffix is fine)"
+        )
+    db = SQLiteDatabase(settings.database_path)
+    if args.action == "list":
+        print_table(
+            [
+                (lock.id, lock.owner, when(lock.locked_at), lock.path)
+                for lock in db.list_locks(repo)
+            ],
+            ("ID", "OWNER", "LOCKED", "PATH"),
+        )
+    elif args.action == "remove":
+        lock = db.delete_lock(repo, args.id)
+        if lock is None:
+            raise CommandError(f"no lock {args.id!r} in {repo} (see: lfs-server locks list {repo})")
+        print(f"removed lock {lock.id} on {lock.path} in {repo} (held by {lock.owner})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lfs-server",
@@ -246,6 +270,14 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("target", nargs="?", help="user name (create, list) or token id (revoke)")
     token.add_argument("--expires", help="12h, 90d, 8w, 1y or never (default: never)")
     token.add_argument("--note", help="what the token is for")
+
+    locks = add("locks", cmd_locks, "list or remove file locks of a repository")
+    lock_actions = locks.add_subparsers(dest="action", required=True, metavar="ACTION")
+    lock_list = lock_actions.add_parser("list", help="every lock of REPO, oldest first")
+    lock_list.add_argument("repo", help="team/project")
+    lock_remove = lock_actions.add_parser("remove", help="remove one lock, whoever holds it")
+    lock_remove.add_argument("repo", help="team/project")
+    lock_remove.add_argument("id", help="the lock id (see locks list)")
     return parser
 
 

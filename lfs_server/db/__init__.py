@@ -1,6 +1,14 @@
 """The embedded database behind a narrow interface (see base.Database)."""
 
-from lfs_server.db.base import AccessToken, Database, DatabaseError, RepoGrant, User
+from lfs_server.db.base import AccessToken, Database, DatabaseError, Lock, RepoGrant, User
 from lfs_server.db.sqlite import SQLiteDatabase
 
-__all__ = ["AccessToken", "Database", "DatabaseError", "RepoGrant", "SQLiteDatabase", "User"]
+__all__ = [
+    "AccessToken",
+    "Database",
+    "DatabaseError",
+    "Lock",
+    "RepoGrant",
+    "SQLiteDatabase",
+    "User",
+]

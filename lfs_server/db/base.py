@@ -39,6 +39,20 @@ class RepoGrant:
     right: str
 
 
+@dataclass(frozen=True)
+class Lock:
+    """A file lock: `path` exactly as the client sent it, `owner` a user name
+    (or the anonymous display name), `locked_at` Unix seconds, `seq` the
+    position in the repository's ever-growing lock sequence (page order)."""
+
+    id: str
+    repo: str
+    path: str
+    owner: str
+    locked_at: int
+    seq: int
+
+
 class Database(Protocol):
     def get_user(self, name: str) -> User | None: ...
     def list_users(self) -> list[User]: ...
@@ -62,3 +76,18 @@ class Database(Protocol):
 
     def failures(self, keys: list[str], now: float) -> dict[str, int]: ...
     def add_failure(self, keys: list[str], now: float, window: float) -> None: ...
+
+    def create_lock(
+        self, lock_id: str, repo: str, path: str, owner: str, locked_at: int
+    ) -> tuple[Lock, bool]: ...
+    def get_lock(self, repo: str, lock_id: str) -> Lock | None: ...
+    def list_locks(
+        self,
+        repo: str,
+        *,
+        path: str | None = None,
+        lock_id: str | None = None,
+        after_seq: int = 0,
+        limit: int | None = None,
+    ) -> list[Lock]: ...
+    def delete_lock(self, repo: str, lock_id: str) -> Lock | None: ...

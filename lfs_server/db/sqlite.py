@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from lfs_server.db.base import AccessToken, DatabaseError, RepoGrant, User
+from lfs_server.db.base import AccessToken, DatabaseError, Lock, RepoGrant, User
 
 MIGRATIONS: list[str] = [
     # 1: accounts, access tokens, grants, authentication failure counters
@@ -48,6 +48,25 @@ MIGRATIONS: list[str] = [
         count INTEGER NOT NULL,
         reset_at REAL NOT NULL
     );
+    """,
+    # 2: file locks, unique per (repository, path). `seq` orders pages; it comes
+    # from lock_sequence, which only ever grows, so a deleted lock's number is
+    # never reused and a cursor (the last seq seen) stays valid across deletes.
+    """
+    CREATE TABLE locks (
+        id TEXT PRIMARY KEY,
+        repo TEXT NOT NULL,
+        path TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        locked_at INTEGER NOT NULL,
+        seq INTEGER NOT NULL UNIQUE,
+        UNIQUE (repo, path)
+    );
+    CREATE INDEX locks_repo_seq ON locks(repo, seq);
+    CREATE TABLE lock_sequence (
+        last INTEGER NOT NULL
+    );
+    INSERT INTO lock_sequence (last) VALUES (0);
     """,
 ]
 
@@ -245,3 +264,75 @@ class SQLiteDatabase:
                     "ON CONFLICT (key) DO UPDATE SET count = count + 1",
                     (key, now + window),
                 )
+
+    # file locks
+
+    _LOCK_SELECT = "SELECT id, repo, path, owner, locked_at, seq FROM locks"
+
+    def create_lock(
+        self, lock_id: str, repo: str, path: str, owner: str, locked_at: int
+    ) -> tuple[Lock, bool]:
+        """(the new lock, True), or (the lock already on that path, False).
+
+        UNIQUE (repo, path) decides between racing writers: the loser's insert
+        fails (rolling back its sequence number too) and it answers with the
+        winner's lock, or tries again should that lock be gone already."""
+        for _ in range(5):
+            try:
+                with self.transaction() as conn:
+                    seq = conn.execute(
+                        "UPDATE lock_sequence SET last = last + 1 RETURNING last"
+                    ).fetchall()[0][0]
+                    conn.execute(
+                        "INSERT INTO locks (id, repo, path, owner, locked_at, seq) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (lock_id, repo, path, owner, locked_at, seq),
+                    )
+                return Lock(lock_id, repo, path, owner, locked_at, seq), True
+            except sqlite3.IntegrityError:
+                row = self.conn.execute(
+                    f"{self._LOCK_SELECT} WHERE repo = ? AND path = ?", (repo, path)
+                ).fetchone()
+                if row is not None:
+                    return Lock(*row), False
+        raise DatabaseError(f"could not lock {path!r} in {repo}: try again")
+
+    def get_lock(self, repo: str, lock_id: str) -> Lock | None:
+        row = self.conn.execute(
+            f"{self._LOCK_SELECT} WHERE repo = ? AND id = ?", (repo, lock_id)
+        ).fetchone()
+        return Lock(*row) if row else None
+
+    def list_locks(
+        self,
+        repo: str,
+        *,
+        path: str | None = None,
+        lock_id: str | None = None,
+        after_seq: int = 0,
+        limit: int | None = None,
+    ) -> list[Lock]:
+        """Locks of `repo` with seq > after_seq in seq order, at most `limit` of them."""
+        query = f"{self._LOCK_SELECT} WHERE repo = ? AND seq > ?"
+        params: list[object] = [repo, after_seq]
+        if path is not None:
+            query += " AND path = ?"
+            params.append(path)
+        if lock_id is not None:
+            query += " AND id = ?"
+            params.append(lock_id)
+        query += " ORDER BY seq"
+        if limit is not None:
+            query += " LIMIT ?"
+            params.append(limit)
+        return [Lock(*row) for row in self.conn.execute(query, params)]
+
+    def delete_lock(self, repo: str, lock_id: str) -> Lock | None:
+        """Remove a lock; the removed lock, or None when there was none."""
+        with self.transaction() as conn:
+            rows = conn.execute(
+                "DELETE FROM locks WHERE repo = ? AND id = ? "
+                "RETURNING id, repo, path, owner, locked_at, seq",
+                (repo, lock_id),
+            ).fetchall()
+        return Lock(*rows[0]) if rows else None

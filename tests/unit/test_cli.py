@@ -59,6 +59,7 @@ def test_user_lifecycle(
     ("argv", "stdin", "message"),
     [
         (("user", "add", "bad name", "--password-stdin"), "password1\n", "invalid user name"),
+        (("user", "add", "Anonymous", "--password-stdin"), "password1\n", "invalid user name"),
         (("user", "add", "bob", "--password-stdin"), "short\n", "at least 8"),
         (("user", "add", "bob"), "", "use --password-stdin"),
         (("user", "remove", "ghost"), "", "no such user: ghost"),
