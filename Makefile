@@ -31,6 +31,7 @@ deps-test: deps-run
 	$(call need,git,git)
 	$(call need,git-lfs,git-lfs)
 	$(call need,curl,curl)
+	$(call need,openssl,openssl)
 
 run: deps-run $(BIN)/.installed
 	LFS_DATA_DIR="$${LFS_DATA_DIR:-./data}" $(BIN)/lfs-server serve
