@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from lfs_server import nginx_conf
-from lfs_server.settings import Settings
+from lfs_server.settings import WILDCARD_HOSTS, Settings
 
 STOP_GRACE_SECONDS = 6.0
 START_TIMEOUT_SECONDS = 30.0
@@ -187,6 +187,12 @@ class Supervisor:
 
 def announce(settings: Settings) -> None:
     url = settings.public_url
+    if settings.listen_host in WILDCARD_HOSTS and not os.environ.get("LFS_PUBLIC_URL", "").strip():
+        print(
+            f"lfs-server: warning: LFS_PUBLIC_URL is unset, so hrefs name {url}; "
+            "set it to the address clients use",
+            file=sys.stderr,
+        )
     print(
         f"lfs-server: serving on {url} (data in {settings.data_dir})\n"
         f"  in a git repository:  git config lfs.url {url}/<team>/<project>.git/info/lfs",

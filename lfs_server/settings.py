@@ -17,13 +17,17 @@ from pathlib import Path
 
 MIN_SECRET_BYTES = 32
 ANONYMOUS_MODES = ("none", "read", "write")
+WILDCARD_HOSTS = ("0.0.0.0", "::")
 
 # name -> (default shown to people, description). Defaults are applied in
 # Settings.from_env; this table documents them for --help and the README.
 SETTINGS: dict[str, tuple[str, str]] = {
     "LFS_DATA_DIR": ("./data", "where objects, temp files, the secret and the database live"),
     "LFS_LISTEN": ("127.0.0.1:8080", "host:port nginx listens on (the only public port)"),
-    "LFS_PUBLIC_URL": ("http://<LFS_LISTEN>", "base URL clients use; every href is built from it"),
+    "LFS_PUBLIC_URL": (
+        "http://<LFS_LISTEN>",
+        "base URL clients use; every href is built from it (localhost stands in for 0.0.0.0)",
+    ),
     "LFS_SECRET_KEY": (
         "generated",
         "token signing key, at least 32 bytes; generated once and kept in the data dir when unset",
@@ -164,7 +168,10 @@ class Settings:
         tls_key = readable_file("LFS_TLS_KEY", get("LFS_TLS_KEY", ""))
         if (tls_cert is None) != (tls_key is None):
             raise SettingsError("LFS_TLS_CERT and LFS_TLS_KEY: set both or neither")
-        shown_host = f"[{host}]" if ":" in host else host
+        # A wildcard address is no address a client can use: default to localhost
+        # (the launcher warns) until LFS_PUBLIC_URL names the real one.
+        public_host = "localhost" if host in WILDCARD_HOSTS else host
+        shown_host = f"[{public_host}]" if ":" in public_host else public_host
         scheme = "https" if tls_cert else "http"
         public_url = parse_public_url(
             "LFS_PUBLIC_URL", get("LFS_PUBLIC_URL", f"{scheme}://{shown_host}:{port}")

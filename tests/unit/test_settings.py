@@ -35,7 +35,8 @@ def test_public_url_follows_listen_and_tls(tmp_path: Path) -> None:
     settings = load(
         tmp_path, LFS_LISTEN="0.0.0.0:9000", LFS_TLS_CERT=str(cert), LFS_TLS_KEY=str(cert)
     )
-    assert settings.public_url == "https://0.0.0.0:9000"
+    assert settings.public_url == "https://localhost:9000"
+    assert load(tmp_path, LFS_LISTEN="[::]:8080").public_url == "http://localhost:8080"
     assert load(tmp_path, LFS_PUBLIC_URL="https://lfs.example.com/").public_url == (
         "https://lfs.example.com"
     )
