@@ -1,0 +1,318 @@
+"""Shared helpers of the integration tests: LFS assertions, tokens, raw HTTP."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.client
+import json
+import os
+import re
+import socket
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import jwt
+import requests
+
+from tests.stack import LFS_MEDIA_TYPE, Stack
+
+# Text that must never reach a client: server-side tracebacks, HTML error
+# pages, Python internals, or paths of the server's own files. (Each marker
+# holds a character or length that base64url tokens in a body cannot match.)
+LEAK_MARKERS = (
+    "Traceback",
+    "<html",
+    "<!doctype",
+    "<title>",
+    'File "',
+    "site-packages",
+    "werkzeug",
+    "gunicorn",
+    '.py"',
+    "/work/",
+    "/usr/",
+    "secret.key",
+)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def media_type(response: requests.Response | http.client.HTTPResponse) -> str:
+    value = response.headers.get("Content-Type", "") or ""
+    return value.split(";")[0].strip().lower()
+
+
+def assert_no_leak(text: str, stack: Stack) -> None:
+    """No traceback, HTML page or server-side path in a body."""
+    lowered = text.lower()
+    for marker in LEAK_MARKERS:
+        assert marker.lower() not in lowered, f"{marker!r} leaked in {text[:500]!r}"
+    for path in (stack.root, stack.data_dir, stack.data_dir.resolve()):
+        assert str(path) not in text, f"server path leaked in {text[:500]!r}"
+
+
+def assert_lfs_error(
+    response: requests.Response, status: int | Iterable[int], stack: Stack
+) -> dict[str, Any]:
+    """A whole-request error: the status, the LFS media type and a message."""
+    allowed = {status} if isinstance(status, int) else set(status)
+    assert response.status_code in allowed, (
+        f"expected {sorted(allowed)}, got {response.status_code}: {response.text[:500]!r}"
+    )
+    assert media_type(response) == LFS_MEDIA_TYPE, response.headers.get("Content-Type")
+    assert_no_leak(response.text, stack)
+    body = response.json()
+    assert isinstance(body, dict), body
+    assert isinstance(body.get("message"), str), body
+    assert body["message"].strip(), body
+    return body
+
+
+def batch_objects(response: requests.Response, stack: Stack) -> list[dict[str, Any]]:
+    """The objects of a successful batch answer, checked for its shape."""
+    assert response.status_code == 200, response.text[:500]
+    assert media_type(response) == LFS_MEDIA_TYPE, response.headers.get("Content-Type")
+    assert_no_leak(response.text, stack)
+    body = response.json()
+    assert body.get("transfer", "basic") == "basic", body
+    objects = body["objects"]
+    assert isinstance(objects, list), body
+    return objects
+
+
+def only_object(response: requests.Response, stack: Stack) -> dict[str, Any]:
+    objects = batch_objects(response, stack)
+    assert len(objects) == 1, objects
+    return objects[0]
+
+
+def assert_object_error(obj: dict[str, Any], code: int) -> None:
+    """A per-object error with `code`, a message and no actions."""
+    assert "actions" not in obj, obj
+    error = obj.get("error")
+    assert isinstance(error, dict), obj
+    assert error.get("code") == code, obj
+    assert type(error["code"]) is int, obj
+    assert isinstance(error.get("message"), str), obj
+    assert error["message"].strip(), obj
+
+
+def lfs_headers() -> dict[str, str]:
+    return {"Accept": LFS_MEDIA_TYPE, "Content-Type": f"{LFS_MEDIA_TYPE}; charset=utf-8"}
+
+
+def actions_for(stack: Stack, repo: str, operation: str, data: bytes) -> dict[str, Any]:
+    """The actions a batch grants for one object of `data` (must have actions)."""
+    obj = only_object(
+        stack.batch(
+            repo, {"operation": operation, "objects": [{"oid": sha256(data), "size": len(data)}]}
+        ),
+        stack,
+    )
+    assert obj["oid"] == sha256(data), obj
+    assert "error" not in obj, obj
+    assert "actions" in obj, obj
+    return obj["actions"]
+
+
+def put_action(action: dict[str, Any], data: bytes, **headers: str) -> requests.Response:
+    return requests.put(
+        action["href"], data=data, headers={**action["header"], **headers}, timeout=60
+    )
+
+
+def upload(stack: Stack, repo: str, data: bytes) -> None:
+    """Store `data` in `repo` through batch, PUT and verify, as the client does."""
+    actions = actions_for(stack, repo, "upload", data)
+    response = put_action(actions["upload"], data)
+    assert response.status_code == 200, response.text[:500]
+    verify = actions["verify"]
+    response = requests.post(
+        verify["href"],
+        json={"oid": sha256(data), "size": len(data)},
+        headers={**verify["header"], "Content-Type": LFS_MEDIA_TYPE},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text[:500]
+
+
+def download_action(stack: Stack, repo: str, data: bytes) -> dict[str, Any]:
+    return actions_for(stack, repo, "download", data)["download"]
+
+
+def stored_copies(stack: Stack, oid: str) -> list[Path]:
+    """Every file named `oid` under the object store (any repository)."""
+    return sorted((stack.data_dir / "objects").rglob(oid))
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, step: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(step)
+
+
+# ---------------------------------------------------------------- tokens
+
+
+def bearer(action: dict[str, Any]) -> str:
+    value = action["header"]["Authorization"]
+    scheme, _, token = value.partition(" ")
+    assert scheme == "Bearer", value
+    return token
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    """The payload of a token, unverified (what the server signed)."""
+    return jwt.decode(token, options={"verify_signature": False})
+
+
+def secret_key(stack: Stack) -> bytes:
+    return (stack.data_dir / "secret.key").read_text().strip().encode()
+
+
+def forge(
+    stack: Stack,
+    template: str,
+    key: bytes | None = None,
+    algorithm: str = "HS256",
+    **changes: Any,
+) -> str:
+    """A token like `template` with its claims changed, signed with `key`
+    (the server's own key by default) and the template's key id."""
+    claims = {**claims_of(template), **changes}
+    claims = {name: value for name, value in claims.items() if value is not None}
+    kid = jwt.get_unverified_header(template)["kid"]
+    return jwt.encode(claims, key or secret_key(stack), algorithm=algorithm, headers={"kid": kid})
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unsigned_token(template: str, **changes: Any) -> str:
+    """`alg: none` version of a token: no signature at all."""
+    header = {**jwt.get_unverified_header(template), "alg": "none"}
+    claims = {**claims_of(template), **changes}
+    return f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}."
+
+
+def tamper(token: str, **changes: Any) -> str:
+    """The token with its payload changed but the original signature kept."""
+    header, _, rest = token.partition(".")
+    _, _, signature = rest.partition(".")
+    claims = {**claims_of(token), **changes}
+    return f"{header}.{b64url(json.dumps(claims).encode())}.{signature}"
+
+
+# ---------------------------------------------------------------- raw HTTP
+
+
+def raw_request(
+    stack: Stack,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """One request with the path sent byte for byte (no client normalisation)."""
+    connection = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=30)
+    try:
+        connection.putrequest(method, path, skip_accept_encoding=True)
+        for name, value in {"Content-Length": str(len(body)), **(headers or {})}.items():
+            connection.putheader(name, value)
+        connection.endheaders(body or None)
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        connection.close()
+
+
+def raw_exchange(stack: Stack, request: bytes, timeout: float = 5.0) -> bytes:
+    """Send raw bytes, read until the server closes or `timeout` of silence."""
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=timeout) as sock:
+        sock.sendall(request)
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
+    return received
+
+
+def parse_raw_response(data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Status, lower-cased headers and body of one raw HTTP/1.x response."""
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    match = re.match(r"HTTP/1\.[01] (\d{3})", lines[0])
+    assert match, data[:300]
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(match.group(1)), headers, body
+
+
+def read_response_head(sock: socket.socket, timeout: float) -> tuple[int, dict[str, str], bytes]:
+    """One response read from a raw socket whose request may be unfinished
+    (the caller has not sent the body): a timeout here means no answer."""
+    sock.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    status, headers, body = parse_raw_response(data)
+    while len(body) < int(headers.get("content-length", "0")):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return status, headers, body
+
+
+def assert_raw_lfs_error(
+    status: int, headers: dict[str, str], body: bytes, expected: int | Iterable[int], stack: Stack
+) -> dict[str, Any]:
+    allowed = {expected} if isinstance(expected, int) else set(expected)
+    assert status in allowed, (status, body[:500])
+    assert headers.get("content-type", "").split(";")[0].strip() == LFS_MEDIA_TYPE, headers
+    text = body.decode("utf-8", "replace")
+    assert_no_leak(text, stack)
+    parsed = json.loads(text)
+    assert isinstance(parsed, dict), parsed
+    assert isinstance(parsed.get("message"), str), parsed
+    assert parsed["message"].strip(), parsed
+    return parsed
+
+
+# ---------------------------------------------------------------- access log
+
+_LOG_RE = re.compile(r'"(?P<method>[A-Z]+) (?P<uri>\S+) HTTP/[\d.]+" (?P<status>\d{3}) ')
+
+
+def access_log(stack: Stack, since: int = 0) -> list[tuple[str, str, int]]:
+    """(method, uri, status) of the requests nginx logged after byte `since`."""
+    with open(stack.log, "rb") as log:
+        log.seek(since)
+        text = log.read().decode("utf-8", "replace")
+    entries = []
+    for line in text.splitlines():
+        match = _LOG_RE.search(line)
+        if match:
+            entries.append((match["method"], match["uri"], int(match["status"])))
+    return entries
+
+
+def log_size(stack: Stack) -> int:
+    return os.path.getsize(stack.log)
