@@ -4,7 +4,8 @@ Passwords get Werkzeug's salted scrypt hash: slow on purpose, so a request
 that had to verify one on every batch call would cap throughput. Successful
 checks are therefore cached per worker, keyed by an HMAC of the name, the
 secret and the *current* stored hash: a changed password or a removed user
-stops matching at once, and entries expire after CACHE_SECONDS anyway.
+stops matching at once. Entries live CACHE_SECONDS after their last use, and
+concurrent first checks of one credential share a single scrypt.
 
 Access tokens (`lfs_<id>_<secret>`) are random and long, so a SHA-256 of the
 secret is a safe and fast way to store them; the id finds the row.
@@ -66,6 +67,7 @@ class CredentialChecker:
         self._cache_key = secrets.token_bytes(32)
         self._cache: OrderedDict[bytes, float] = OrderedDict()
         self._lock = threading.Lock()
+        self._in_flight: dict[bytes, threading.Lock] = {}
 
     def check(self, name: str, secret: str) -> User | None:
         user = self.db.get_user(name)
@@ -79,19 +81,40 @@ class CredentialChecker:
         key = hmac.new(
             self._cache_key, f"{name}\0{secret}\0{user.password_hash}".encode(), hashlib.sha256
         ).digest()
+        if self._cached(key):
+            return user
+        # One slow hash per credential at a time: when a cached check ends, the
+        # requests of a busy client wait for one scrypt instead of each running one.
+        with self._lock:
+            flight = self._in_flight.setdefault(key, threading.Lock())
+        try:
+            with flight:
+                if not self._cached(key):
+                    if not password_matches(user.password_hash, secret):
+                        return None
+                    self._remember(key)
+        finally:
+            with self._lock:
+                self._in_flight.pop(key, None)
+        return user
+
+    def _cached(self, key: bytes) -> bool:
+        """A hit also renews the entry, so an active user never waits for scrypt again."""
         now = time.monotonic()
         with self._lock:
             expires = self._cache.get(key)
-            if expires is not None and expires > now:
-                return user
-        if not password_matches(user.password_hash, secret):
-            return None
-        with self._lock:
+            if expires is None or expires <= now:
+                return False
             self._cache[key] = now + CACHE_SECONDS
+            self._cache.move_to_end(key)
+            return True
+
+    def _remember(self, key: bytes) -> None:
+        with self._lock:
+            self._cache[key] = time.monotonic() + CACHE_SECONDS
             self._cache.move_to_end(key)
             while len(self._cache) > CACHE_ENTRIES:
                 self._cache.popitem(last=False)
-        return user
 
     def _check_token(self, user: User, token_id: str, secret: str) -> bool:
         stored = self.db.get_token(token_id)

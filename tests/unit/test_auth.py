@@ -166,3 +166,35 @@ def test_pattern_matching() -> None:
     assert not matches("team/*", "teamster/a")
     assert not matches("team/*", "team")
     assert matches("team/proj", "team/proj") and not matches("team/proj", "team/proj2")
+
+
+def test_concurrent_first_checks_share_one_slow_hash(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from lfs_server import accounts
+
+    calls = []
+    real = accounts.password_matches
+
+    def counted(password_hash: str | None, password: str) -> bool:
+        calls.append(password)
+        return real(password_hash, password)
+
+    monkeypatch.setattr(accounts, "password_matches", counted)
+    checker = accounts.CredentialChecker(app.extensions["lfs_db"])
+    results = []
+    threads = [
+        threading.Thread(target=lambda: results.append(checker.check("reader", PASSWORD)))
+        for _ in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1
+    assert all(user is not None and user.name == "reader" for user in results)
+    assert checker.check("reader", "wrong password") is None
+    assert len(calls) == 2
+    assert checker._in_flight == {}
