@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import time
 from dataclasses import dataclass
 
 import jwt
-from jwt.algorithms import HMACAlgorithm
 
 ALGORITHM = "HS256"
 OPERATIONS = ("upload", "download", "verify")
@@ -46,38 +46,39 @@ def _b64(data: bytes) -> bytes:
     return base64.urlsafe_b64encode(data).rstrip(b"=")
 
 
+def _json(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
 class TokenSigner:
     """Signs with the current key; verifies with the current and previous keys.
 
     A batch signs up to 1000 tokens, so signing skips PyJWT's generic
-    encoder: the header segment is built once and PyJWT's HS256 algorithm
-    signs `header.payload`. The result is byte-for-byte what `jwt.encode`
-    makes (a unit test holds it to that); verification is plain PyJWT.
+    encoder (about 30 us a token): the header segment is built once per key,
+    the claims a batch shares once per batch (see BatchSigner), and the
+    one-shot HMAC-SHA256 of the standard library signs `header.payload`.
+    The result is byte-for-byte what `jwt.encode` makes (a unit test holds
+    it to that); verification is plain PyJWT with an explicit algorithm list
+    and required claims.
     """
 
     def __init__(self, key: bytes, previous_keys: tuple[bytes, ...] = ()) -> None:
         self._key = key
         self._kid = key_id(key)
         self._keys = {key_id(k): k for k in (*previous_keys, key)}
-        self._hmac = HMACAlgorithm(HMACAlgorithm.SHA256)
-        header = {"alg": ALGORITHM, "kid": self._kid, "typ": "JWT"}
-        self._header = _b64(json.dumps(header, separators=(",", ":")).encode())
+        self._header = _b64(_json({"alg": ALGORITHM, "kid": self._kid, "typ": "JWT"}).encode())
+
+    def for_batch(self, repo: str, user: str, right: str, expires_at: int) -> BatchSigner:
+        return BatchSigner(self, repo, user, right, expires_at)
 
     def sign(self, grant: Grant, expires_at: int) -> str:
-        claims = {
-            "repo": grant.repo,
-            "oid": grant.oid,
-            "size": grant.size,
-            "op": grant.op,
-            "sub": grant.user,
-            "right": grant.right,
-            "iat": int(time.time()),
-            "exp": expires_at,
-        }
-        payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
-        signing_input = self._header + b"." + payload
-        signature = _b64(self._hmac.sign(signing_input, self._key))
-        return (signing_input + b"." + signature).decode()
+        batch = self.for_batch(grant.repo, grant.user, grant.right, expires_at)
+        return batch.sign(grant.op, grant.oid, grant.size)
+
+    def _sign_payload(self, payload: str) -> str:
+        signing_input = self._header + b"." + _b64(payload.encode())
+        signature = hmac.digest(self._key, signing_input, "sha256")
+        return (signing_input + b"." + _b64(signature)).decode()
 
     def verify(self, token: str, op: str, oid: str) -> Grant:
         """Check signature, expiry and that the token is for this op and oid."""
@@ -105,3 +106,20 @@ class TokenSigner:
         if grant.op != op or grant.oid != oid:
             raise TokenError(f"token is not valid for {op} of this object")
         return grant
+
+
+class BatchSigner:
+    """Tokens of one batch: repo, user, right and times are encoded once;
+    per object only the oid (hex), size (int) and operation are added."""
+
+    def __init__(self, signer: TokenSigner, repo: str, user: str, right: str, expires_at: int):
+        self._signer = signer
+        self._head = f'{{"repo":{_json(repo)},"oid":"'
+        tail = {"sub": user, "right": right, "iat": int(time.time()), "exp": expires_at}
+        self._tail = "," + _json(tail)[1:]
+
+    def sign(self, op: str, oid: str, size: int) -> str:
+        if op not in OPERATIONS or not oid.isalnum() or not oid.isascii():
+            raise ValueError("tokens are only signed for a valid operation and oid")
+        payload = f'{self._head}{oid}","size":{size:d},"op":"{op}"{self._tail}'
+        return self._signer._sign_payload(payload)

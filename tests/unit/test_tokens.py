@@ -101,3 +101,13 @@ def test_signing_matches_pyjwt_byte_for_byte() -> None:
     token = sign(signer)
     claims = jwt.decode(token, KEY, algorithms=["HS256"])
     assert token == jwt.encode(claims, KEY, algorithm="HS256", headers={"kid": key_id(KEY)})
+
+
+def test_batch_signer_refuses_what_it_cannot_encode_safely() -> None:
+    batch = TokenSigner(KEY).for_batch("team/proj", "alice", "read", int(time.time()) + 60)
+    assert TokenSigner(KEY).verify(batch.sign("download", OID, 10), "download", OID) == GRANT
+    for op, oid, size in [("delete", OID, 1), ("download", 'a"b', 1), ("download", "é" * 64, 1)]:
+        with pytest.raises(ValueError):
+            batch.sign(op, oid, size)
+    with pytest.raises(ValueError):
+        batch.sign("download", OID, "1")  # type: ignore[arg-type]
