@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from typing import Any
 
-from lfs_server import batch, health, locks, transfer
+from flask import Flask
+from flask.json.provider import DefaultJSONProvider
+
+from lfs_server import apidoc, batch, health, locks, metrics, transfer
 from lfs_server.accounts import CredentialChecker
 from lfs_server.db import SQLiteDatabase
 from lfs_server.errors import register_error_handlers
@@ -13,12 +16,25 @@ from lfs_server.store import LocalStore
 from lfs_server.tokens import TokenSigner
 
 
+class JSONProvider(DefaultJSONProvider):
+    """Keys in the order written; a body nested too deeply for the parser is
+    invalid JSON (a 422 where bodies are read), not a RecursionError (500)."""
+
+    sort_keys = False
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app from settings (read from the environment when omitted)."""
     settings = settings or Settings.from_env()
     app = Flask(__name__)
     app.config["LFS_SETTINGS"] = settings
-    app.json.sort_keys = False
+    app.json = JSONProvider(app)
     settings.upload_tmp_dir.mkdir(parents=True, exist_ok=True)
     settings.objects_dir.mkdir(parents=True, exist_ok=True)
     app.extensions["lfs_store"] = LocalStore(settings.objects_dir, settings.upload_tmp_dir)
@@ -26,7 +42,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     db = SQLiteDatabase(settings.database_path)
     app.extensions["lfs_db"] = db
     app.extensions["lfs_credentials"] = CredentialChecker(db)
-    for blueprint in (health.bp, transfer.bp, batch.bp, locks.bp):
+    for blueprint in (health.bp, apidoc.bp, transfer.bp, batch.bp, locks.bp):
         app.register_blueprint(blueprint)
+    metrics.init_app(app)
     register_error_handlers(app)
     return app

@@ -12,7 +12,8 @@ from lfs_server.auth import Caller, require
 from lfs_server.errors import LFSError, lfs_json
 from lfs_server.repos import normalize_repo
 from lfs_server.store import ObjectStore, is_valid_oid
-from lfs_server.tokens import Grant, TokenSigner
+from lfs_server.tokens import TokenSigner
+from lfs_server.transfer import INSUFFICIENT_STORAGE
 
 MAX_OBJECTS = 1000
 OPERATION_RIGHTS = {"upload": "write", "download": "read"}
@@ -39,7 +40,7 @@ def batch(repo_path: str) -> Response:
     repo = repo_from_path(repo_path)
     body = read_json_object()
     operation = body.get("operation")
-    if operation not in OPERATION_RIGHTS:
+    if not isinstance(operation, str) or operation not in OPERATION_RIGHTS:
         raise LFSError(422, "operation must be 'upload' or 'download'")
     caller = require(repo, OPERATION_RIGHTS[operation])
     objects = _parse_objects(body.get("objects"))
@@ -105,16 +106,36 @@ class _ActionBuilder:
         self.ttl: int = settings.token_ttl
         self.expires_at = int(time.time()) + self.ttl
         self.expires_at_text = rfc3339(self.expires_at)
+        self.tokens = self.signer.for_batch(repo, caller.name, caller.right, self.expires_at)
+        self.room: int | None = None  # free bytes left for this batch's uploads
+        self.room_known = False
 
     def action(self, op: str, href: str, oid: str, size: int) -> dict[str, Any]:
-        grant = Grant(self.repo, oid, size, op, self.caller.name, self.caller.right)
-        token = self.signer.sign(grant, self.expires_at)
+        token = self.tokens.sign(op, oid, size)
         return {
             "href": href,
             "header": {"Authorization": f"Bearer {token}"},
             "expires_in": self.ttl,
             "expires_at": self.expires_at_text,
         }
+
+    def reserve_room(self, size: int) -> bool:
+        """Whether the store's free space still holds `size` more bytes.
+
+        Asked (one statvfs) only when a batch has something to upload; each
+        object granted an upload counts against the rest of the batch, so the
+        client learns in the batch answer which objects cannot be stored,
+        instead of from a failed transfer.
+        """
+        if not self.room_known:
+            self.room = self.store.free_space()
+            self.room_known = True
+        if self.room is None:
+            return True
+        if size > self.room:
+            return False
+        self.room -= size
+        return True
 
     def answer(self, oid: str, size: int) -> dict[str, Any]:
         if not is_valid_oid(oid):
@@ -138,6 +159,8 @@ class _ActionBuilder:
             return {"oid": oid, "size": size}
         if size > self.max_size:
             return _error(oid, size, 422, f"object too large: the limit is {self.max_size} bytes")
+        if not self.reserve_room(size):
+            return _error(oid, size, 507, INSUFFICIENT_STORAGE)
         actions = {
             "upload": self.action("upload", f"{self.base}/.lfs/upload/{oid}", oid, size),
             "verify": self.action("verify", f"{self.base}/.lfs/verify", oid, size),

@@ -225,6 +225,42 @@ def cmd_locks(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_fsck(args: argparse.Namespace, settings: Settings) -> int:
+    from lfs_server import fsck
+
+    repo = None
+    if args.repo is not None:
+        repo = normalize_repo(args.repo)
+        if repo is None:
+            raise CommandError(
+                f"invalid repository name {args.repo!r}: use team/project (a .git suffix is fine)"
+            )
+    report = fsck.check(settings.data_dir, repo)
+    return 1 if report.problems else 0
+
+
+def seconds(text: str) -> float:
+    """A finite, non-negative number of seconds (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
+
+
+def cmd_cleanup(args: argparse.Namespace, settings: Settings) -> int:
+    from lfs_server.cleanup import human_bytes, sweep_stale_uploads
+
+    swept = sweep_stale_uploads(settings.upload_tmp_dir, args.older_than)
+    print(
+        f"removed {swept.files} stale upload temp files, "
+        f"{swept.bytes} bytes ({human_bytes(swept.bytes)})"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lfs-server",
@@ -278,6 +314,29 @@ def build_parser() -> argparse.ArgumentParser:
     lock_remove = lock_actions.add_parser("remove", help="remove one lock, whoever holds it")
     lock_remove.add_argument("repo", help="team/project")
     lock_remove.add_argument("id", help="the lock id (see locks list)")
+
+    fsck = add(
+        "fsck",
+        cmd_fsck,
+        "re-hash stored objects and move corrupted ones to LFS_DATA_DIR/quarantine "
+        "(exit 1 when any was corrupted); safe while the server runs",
+    )
+    fsck.add_argument("repo", nargs="?", help="check only this repository (default: all)")
+
+    sweep = add(
+        "cleanup",
+        cmd_cleanup,
+        "remove upload temp files a crash left behind (the server also does this "
+        "at start and every 10 minutes)",
+    )
+    sweep.add_argument(
+        "--older-than",
+        type=seconds,
+        default=3600.0,
+        metavar="SECONDS",
+        help="remove files not modified for this long (default: 3600); "
+        "uploads in progress keep a fresh modification time",
+    )
     return parser
 
 

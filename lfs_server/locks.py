@@ -50,6 +50,7 @@ BASE = "/<path:repo_path>/info/lfs/locks"
 
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_SURROGATE_RE = re.compile(r"[\ud800-\udfff]")  # JSON can carry them; UTF-8 (the database) cannot
 _CURSOR_RE = re.compile(r"^[0-9]{1,18}$")
 _LIMIT_RE = re.compile(r"^[0-9]{1,9}$")
 
@@ -86,6 +87,8 @@ def check_lock_path(path: Any) -> str:
         raise LFSError(422, f"path is too long: at most {MAX_PATH_LENGTH} characters")
     if _CONTROL_RE.search(path):
         raise LFSError(422, "path must not contain control characters")
+    if _SURROGATE_RE.search(path):
+        raise LFSError(422, "path must be valid Unicode: no unpaired surrogates")
     if path.startswith(("/", "\\")) or _DRIVE_RE.match(path):
         raise LFSError(422, "path must be relative to the repository root, not absolute")
     if ".." in re.split(r"[/\\]", path):

@@ -7,6 +7,8 @@ and exits non-zero when either server dies, so a supervisor restarts it.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import errno
 import os
 import shutil
@@ -16,13 +18,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from lfs_server import nginx_conf
+from lfs_server import cleanup, nginx_conf
 from lfs_server.settings import WILDCARD_HOSTS, Settings
 
 STOP_GRACE_SECONDS = 6.0
 START_TIMEOUT_SECONDS = 30.0
+# The supervision loop sweeps stale upload temp files this often (one scandir).
+SWEEP_INTERVAL_SECONDS = 600.0
 
 
 class LaunchError(Exception):
@@ -56,18 +61,58 @@ def check_port_free(settings: Settings) -> None:
             ) from None
 
 
-def sweep_stale_uploads(settings: Settings, older_than: float = 3600.0) -> int:
-    """Remove temp files a crash left behind; live uploads keep a fresh mtime."""
-    removed = 0
-    cutoff = time.time() - older_than
-    for entry in os.scandir(settings.upload_tmp_dir):
+def sweep_stale_uploads(settings: Settings) -> None:
+    """Remove temp files a crash left behind (see lfs_server.cleanup); never fatal."""
+    try:
+        swept = cleanup.sweep_stale_uploads(settings.upload_tmp_dir)
+    except OSError as exc:
+        print(f"lfs-server: warning: could not sweep stale uploads ({exc})", file=sys.stderr)
+        return
+    if swept.files:
+        print(
+            f"lfs-server: removed {swept.files} stale upload temp file(s), "
+            f"{cleanup.human_bytes(swept.bytes)}",
+            file=sys.stderr,
+        )
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def die_with_parent(sig: int) -> Callable[[], None]:
+    """For a child: get `sig` if the launcher dies, even by SIGKILL."""
+
+    def set_parent_death_signal() -> None:
+        _libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+    return set_parent_death_signal
+
+
+def become_subreaper() -> None:
+    """Orphans of our children (nginx workers whose master died) become ours,
+    so stop() can end them instead of leaving them on the port."""
+    _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def kill_orphans() -> None:
+    """Kill and reap whatever is still a child of the launcher."""
+    for _ in range(50):
+        pids = [
+            int(pid)
+            for children in Path("/proc/self/task").glob("*/children")
+            for pid in children.read_text().split()
+        ]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         try:
-            if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
-                os.unlink(entry.path)
-                removed += 1
-        except FileNotFoundError:
-            continue
-    return removed
+            while os.waitpid(-1, os.WNOHANG)[0] != 0:
+                pass
+        except ChildProcessError:
+            return
+        time.sleep(0.02)
 
 
 class Supervisor:
@@ -75,6 +120,13 @@ class Supervisor:
         self.settings = settings
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.stopping = False
+        self.next_sweep = time.monotonic() + SWEEP_INTERVAL_SECONDS
+
+    def sweep_if_due(self, now: float) -> None:
+        """The periodic sweep of stale upload temp files, from the supervision loop."""
+        if now >= self.next_sweep:
+            self.next_sweep = now + SWEEP_INTERVAL_SECONDS
+            sweep_stale_uploads(self.settings)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.stopping = True
@@ -83,6 +135,11 @@ class Supervisor:
         nginx = find_nginx(self.settings.nginx)
         check_port_free(self.settings)
         socket_path = run_dir / "gunicorn.sock"
+        # prometheus_client's multiprocess mode: each worker's values in files
+        # here, summed by /metrics (lfs_server.metrics). Fresh at every start.
+        metrics_dir = run_dir / "metrics"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir()
         conf = run_dir / "nginx.conf"
         conf.write_text(nginx_conf.render(self.settings, run_dir, socket_path, "/dev/stdout"))
         checked = subprocess.run(
@@ -113,6 +170,16 @@ class Supervisor:
                 "75",
                 "--log-level",
                 "warning",
+                # nginx already bounds request lines and headers and answers in
+                # LFS JSON; gunicorn's own (lower) limits would answer in HTML.
+                "--limit-request-line",
+                "0",
+                "--limit-request-fields",
+                "32768",
+                "--limit-request-field_size",
+                "0",
+                "--config",
+                "python:lfs_server.gunicorn_conf",
                 "lfs_server.wsgi:app",
             ],
             # XDG_RUNTIME_DIR: gunicorn >= 25.1 puts its control socket there (not in ~/.gunicorn).
@@ -120,7 +187,9 @@ class Supervisor:
                 **os.environ,
                 "LFS_DATA_DIR": str(self.settings.data_dir),
                 "XDG_RUNTIME_DIR": str(run_dir),
+                "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
             },
+            preexec_fn=die_with_parent(signal.SIGTERM),
         )
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while not socket_path.exists():
@@ -130,7 +199,8 @@ class Supervisor:
                 raise LaunchError("gunicorn did not start in time")
             time.sleep(0.05)
         self.children["nginx"] = subprocess.Popen(
-            [nginx, "-p", str(run_dir), "-c", str(conf), "-e", "stderr"]
+            [nginx, "-p", str(run_dir), "-c", str(conf), "-e", "stderr"],
+            preexec_fn=die_with_parent(signal.SIGQUIT),
         )
 
     def wait(self) -> int:
@@ -141,6 +211,7 @@ class Supervisor:
             except ChildProcessError:
                 pid, status = 0, 0
             if pid == 0:
+                self.sweep_if_due(time.monotonic())
                 time.sleep(0.1)
                 continue
             for name, child in self.children.items():
@@ -165,14 +236,10 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
-        while True:
-            try:
-                if os.waitpid(-1, os.WNOHANG)[0] == 0:
-                    break
-            except ChildProcessError:
-                break
+        kill_orphans()
 
     def run(self) -> int:
+        become_subreaper()
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         run_dir = Path(tempfile.mkdtemp(prefix="lfs-server-"))

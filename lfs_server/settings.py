@@ -17,6 +17,7 @@ from pathlib import Path
 
 MIN_SECRET_BYTES = 32
 ANONYMOUS_MODES = ("none", "read", "write")
+METRICS_MODES = ("off", "admin", "local", "public")
 WILDCARD_HOSTS = ("0.0.0.0", "::")
 
 # name -> (default shown to people, description). Defaults are applied in
@@ -55,6 +56,11 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "PEM certificate (chain) file: when set with LFS_TLS_KEY, nginx serves HTTPS",
     ),
     "LFS_TLS_KEY": ("", "PEM private key file for LFS_TLS_CERT"),
+    "LFS_METRICS": (
+        "admin",
+        "who may read /metrics: off, admin (server admins' Basic credentials), "
+        "local (also anyone connecting from loopback), public",
+    ),
 }
 
 
@@ -140,6 +146,7 @@ class Settings:
     nginx: str = "nginx"
     admin_user: str = ""
     admin_password: str = field(default="", repr=False)
+    metrics: str = "admin"
 
     @property
     def objects_dir(self) -> Path:
@@ -181,6 +188,11 @@ class Settings:
             raise SettingsError(
                 f"LFS_ANONYMOUS: expected one of none, read, write, got {anonymous!r}"
             )
+        metrics = get("LFS_METRICS", "admin").strip().lower()
+        if metrics not in METRICS_MODES:
+            raise SettingsError(
+                f"LFS_METRICS: expected one of off, admin, local, public, got {metrics!r}"
+            )
         previous = tuple(
             check_secret("LFS_PREVIOUS_SECRET_KEYS", key)
             for key in get("LFS_PREVIOUS_SECRET_KEYS", "").split(",")
@@ -212,6 +224,7 @@ class Settings:
             admin_user=admin_user,
             admin_password=admin_password,
             nginx=get("LFS_NGINX", "nginx").strip(),
+            metrics=metrics,
         )
 
 

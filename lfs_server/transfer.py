@@ -12,6 +12,7 @@ from pathlib import Path
 
 from flask import Blueprint, Response, current_app, request
 
+from lfs_server import metrics
 from lfs_server.access import level
 from lfs_server.auth import still_allowed
 from lfs_server.errors import LFSError, lfs_json
@@ -26,6 +27,7 @@ def _store() -> ObjectStore:
 
 
 NEEDED_RIGHT = {"upload": "write", "download": "read", "verify": "write"}
+INSUFFICIENT_STORAGE = "insufficient storage on the server: the disk is full"
 
 
 def check_token(op: str, oid: str | None) -> Grant:
@@ -64,6 +66,11 @@ def upload_auth() -> Response:
         declared = request.headers.get("X-LFS-Content-Length", "")
         if declared and declared != str(grant.size):
             raise LFSError(403, f"Content-Length must be the object size, {grant.size} bytes")
+        # Refuse before the body rather than let nginx fail mid-way with a 500;
+        # nginx turns this 507 (and a write failure after it) into a 507 answer.
+        room = _store().free_space()
+        if room is not None and grant.size > room:
+            raise LFSError(507, INSUFFICIENT_STORAGE)
     except LFSError as exc:
         exc.headers["X-LFS-Error"] = exc.message
         raise
@@ -78,9 +85,12 @@ def upload_commit() -> Response:
     if not upload.is_absolute() or upload.parent != tmp_dir:
         raise LFSError(500, "upload was not received")
     try:
-        _store().commit(grant.repo, grant.oid, grant.size, upload)
+        stored = _store().commit(grant.repo, grant.oid, grant.size, upload)
     except CommitError as exc:
+        metrics.upload_verify_failed(exc.reason)
         raise LFSError(exc.status, exc.message) from None
+    # A store (or test wrapper) that returns nothing counts as having stored it.
+    metrics.upload_accepted(grant.size, newly_stored=stored is not False)
     return Response(status=200)
 
 
@@ -88,10 +98,12 @@ def upload_commit() -> Response:
 def download(oid: str) -> Response:
     grant = check_token("download", oid)
     store = _store()
-    if store.size(grant.repo, oid) is None:
+    size = store.size(grant.repo, oid)
+    if size is None:
         raise LFSError(404, "object does not exist")
     response = Response(status=200, mimetype="application/octet-stream")
     response.headers["X-Accel-Redirect"] = store.internal_uri(grant.repo, oid)
+    metrics.download_handed_over(size)
     return response
 
 

@@ -20,24 +20,30 @@ def is_valid_oid(oid: object) -> bool:
 
 
 class CommitError(Exception):
-    """An upload could not become an object; `status` is the HTTP answer."""
+    """An upload could not become an object; `status` is the HTTP answer.
 
-    def __init__(self, status: int, message: str) -> None:
+    `reason` is "size" or "sha256" when the data did not match (a verify
+    failure, counted in the metrics), empty for other failures.
+    """
+
+    def __init__(self, status: int, message: str, reason: str = "") -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.reason = reason
 
 
 class ObjectStore(Protocol):
     def size(self, repo: str, oid: str) -> int | None:
         """Size of a stored object, or None when the repository lacks it."""
 
-    def commit(self, repo: str, oid: str, size: int, upload: Path) -> None:
+    def commit(self, repo: str, oid: str, size: int, upload: Path) -> bool:
         """Check an uploaded temp file and make it the object, atomically.
 
         Raises CommitError when the size or hash is wrong or storage fails;
         the object is then not visible. Committing an oid that already exists
-        succeeds without change (first verified writer wins).
+        succeeds without change (first verified writer wins). True when this
+        call stored the object, False when it already existed.
         """
 
     def internal_uri(self, repo: str, oid: str) -> str:
@@ -45,3 +51,6 @@ class ObjectStore(Protocol):
 
     def check_writable(self) -> None:
         """Raise OSError when new objects cannot be stored."""
+
+    def free_space(self) -> int | None:
+        """Bytes new uploads may still fill, or None when the backend cannot tell."""

@@ -16,6 +16,9 @@ from pathlib import Path
 from lfs_server.store.base import CommitError, is_valid_oid
 
 INTERNAL_PREFIX = "/.lfs-internal/objects/"
+# Kept free for what else lives on the data filesystem: fan-out folders,
+# the database and its WAL. Uploads that would eat into it are refused (507).
+RESERVED_BYTES = 1 << 20
 
 
 class LocalStore:
@@ -47,26 +50,39 @@ class LocalStore:
         with tempfile.NamedTemporaryFile(dir=self.upload_tmp_dir, prefix="healthz-"):
             pass
 
-    def commit(self, repo: str, oid: str, size: int, upload: Path) -> None:
+    def free_space(self) -> int | None:
+        # Where nginx writes upload bodies: the same filesystem as the objects.
+        try:
+            info = os.statvfs(self.upload_tmp_dir)
+        except OSError:
+            return None
+        return max(0, info.f_bavail * info.f_frsize - RESERVED_BYTES)
+
+    def commit(self, repo: str, oid: str, size: int, upload: Path) -> bool:
         final = self.path(repo, oid)
         if final.exists():
-            return
+            return False
         try:
             with open(upload, "rb") as src:
                 actual_size = os.fstat(src.fileno()).st_size
                 if actual_size != size:
                     raise CommitError(
-                        422, f"size mismatch: expected {size} bytes, received {actual_size}"
+                        422,
+                        f"size mismatch: expected {size} bytes, received {actual_size}",
+                        "size",
                     )
                 if hashlib.file_digest(src, "sha256").hexdigest() != oid:
-                    raise CommitError(422, "SHA-256 of the uploaded data does not match the oid")
+                    raise CommitError(
+                        422, "SHA-256 of the uploaded data does not match the oid", "sha256"
+                    )
                 os.fsync(src.fileno())
             final.parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.link(upload, final)
             except FileExistsError:
-                return
+                return False
             _fsync_dir(final.parent)
+            return True
         except CommitError:
             raise
         except OSError as exc:

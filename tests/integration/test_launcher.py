@@ -19,6 +19,13 @@ def child_pids(pid: int) -> list[int]:
     return [int(child) for child in children]
 
 
+def descendants(pid: int) -> list[int]:
+    found = []
+    for child in child_pids(pid):
+        found += [child, *descendants(child)]
+    return found
+
+
 def process_name(pid: int) -> str:
     return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
 
@@ -79,9 +86,26 @@ def test_a_dying_child_stops_everything(tmp_path: Path, which: str) -> None:
     stack = Stack(tmp_path).start()
     assert stack.proc is not None
     children = child_pids(stack.proc.pid)
+    everyone = descendants(stack.proc.pid)
+    assert len(everyone) >= 4  # both masters and their workers
     victim = next(pid for pid in children if which in process_name(pid))
     os.kill(victim, signal.SIGKILL)
     assert stack.proc.wait(timeout=20) != 0
     assert f"{which} exited" in stack.log.read_text()
-    for pid in children:
+    # the dead master's workers too: none is left holding the port
+    for pid in everyone:
         assert not Path(f"/proc/{pid}").exists()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", stack.port))
+
+
+def test_killed_launcher_takes_its_children_along(tmp_path: Path) -> None:
+    stack = Stack(tmp_path).start()
+    assert stack.proc is not None
+    masters = child_pids(stack.proc.pid)
+    stack.proc.kill()
+    stack.proc.wait()
+    deadline = time.monotonic() + 15
+    while any(Path(f"/proc/{pid}").exists() for pid in masters) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in masters)
