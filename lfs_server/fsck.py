@@ -26,6 +26,7 @@ from typing import TextIO
 from lfs_server.cleanup import human_bytes
 from lfs_server.repos import normalize_repo
 from lfs_server.store import is_valid_oid
+from lfs_server.store.local import fsync_dir
 
 CHUNK = 1 << 20
 _HEX = frozenset("0123456789abcdef")
@@ -189,14 +190,6 @@ def _hash(path: Path, progress: Progress) -> tuple[str, os.stat_result]:
         os.close(fd)
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def quarantine(data_dir: Path, entry: Entry, stamp: str) -> Path:
     """Move the file aside, keeping every byte: quarantine/<place>/<name>.<stamp>."""
     target_dir = data_dir / "quarantine" / entry.quarantine_dir
@@ -213,8 +206,8 @@ def quarantine(data_dir: Path, entry: Entry, stamp: str) -> Path:
             raise
         shutil.copy2(entry.path, target, follow_symlinks=False)
         os.unlink(entry.path)
-    _fsync_dir(target_dir)
-    _fsync_dir(entry.path.parent)
+    fsync_dir(target_dir)
+    fsync_dir(entry.path.parent)
     return target
 
 

@@ -89,9 +89,8 @@ def upload_commit() -> Response:
     except CommitError as exc:
         metrics.upload_verify_failed(exc.reason)
         raise LFSError(exc.status, exc.message) from None
-    # A store (or test wrapper) that returns nothing counts as having stored it.
-    metrics.upload_accepted(grant.size, newly_stored=stored is not False)
-    return Response(status=200)
+    metrics.upload_accepted(grant.size, newly_stored=stored)
+    return lfs_json({})
 
 
 @bp.route("/.lfs/download/<oid>", methods=["GET", "HEAD"])
