@@ -161,7 +161,7 @@ class Supervisor:
                 "--worker-class",
                 "gthread",
                 "--threads",
-                "8",
+                str(self.settings.threads),
                 "--timeout",
                 "120",
                 "--graceful-timeout",

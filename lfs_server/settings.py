@@ -40,6 +40,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "LFS_TOKEN_TTL": ("3600", "lifetime of signed transfer URLs, seconds (60 .. 604800)"),
     "LFS_MAX_OBJECT_SIZE": ("50G", "largest object accepted, bytes or with K/M/G/T suffix"),
     "LFS_WORKERS": ("2", "gunicorn worker processes"),
+    "LFS_THREADS": ("8", "threads per gunicorn worker: requests one worker serves at once"),
     "LFS_ANONYMOUS": ("none", "what callers without credentials may do: none, read or write"),
     "LFS_NGINX": (
         "nginx",
@@ -140,6 +141,7 @@ class Settings:
     token_ttl: int
     max_object_size: int
     workers: int
+    threads: int
     anonymous: str
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -201,6 +203,7 @@ class Settings:
         token_ttl = parse_int("LFS_TOKEN_TTL", get("LFS_TOKEN_TTL", "3600"), 60, 604800)
         max_size = parse_size("LFS_MAX_OBJECT_SIZE", get("LFS_MAX_OBJECT_SIZE", "50G"))
         workers = parse_int("LFS_WORKERS", get("LFS_WORKERS", "2"), 1, 64)
+        threads = parse_int("LFS_THREADS", get("LFS_THREADS", "8"), 1, 64)
         admin_user = get("LFS_ADMIN_USER", "").strip()
         admin_password = admin_password_from(env, admin_user)
         explicit_secret = env.get("LFS_SECRET_KEY", "")
@@ -218,6 +221,7 @@ class Settings:
             token_ttl=token_ttl,
             max_object_size=max_size,
             workers=workers,
+            threads=threads,
             anonymous=anonymous,
             tls_cert=tls_cert,
             tls_key=tls_key,
