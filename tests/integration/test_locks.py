@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,30 +24,15 @@ USERS = {
 GRANTS = [("alice", "write"), ("bob", "write"), ("carol", "read"), ("admin", "admin")]
 
 
-def lfs_server(stack: Stack, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    """The admin command line against the stack's data dir."""
-    return subprocess.run(
-        [sys.executable, "-m", "lfs_server.cli", *args],
-        env=stack.env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A server without anonymous access; alice and bob write, carol reads,
     admin is admin on every team/ repository."""
     server = Stack(tmp_path_factory.mktemp("locks-stack"), LFS_ANONYMOUS="none")
     server.data_dir.mkdir(parents=True, exist_ok=True)
+    rights = dict(GRANTS)
     for name, password in USERS.items():
-        done = lfs_server(server, "user", "add", name, "--password-stdin", stdin=password + "\n")
-        assert done.returncode == 0, done.stderr
-    for name, right in GRANTS:
-        done = lfs_server(server, "grant", name, "team/*", right)
-        assert done.returncode == 0, done.stderr
+        server.add_user(name, password, ("team/*", rights[name]))
     server.start()
     yield server
     server.stop()
@@ -417,17 +401,17 @@ def test_locks_are_per_repository(stack: Stack) -> None:
 def test_admin_command_line(stack: Stack) -> None:
     api = Api(stack, "team/cli", "bob")
     lock = api.create("models/ship.blend").json()["lock"]
-    listed = lfs_server(stack, "locks", "list", "team/cli.git")
+    listed = stack.cli("locks", "list", "team/cli.git")
     assert listed.returncode == 0, listed.stderr
     rows = listed.stdout.splitlines()
     assert rows[0].split() == ["ID", "OWNER", "LOCKED", "PATH"]
     assert rows[1].split()[0] == lock["id"] and rows[1].split()[-1] == "models/ship.blend"
 
-    unknown = lfs_server(stack, "locks", "remove", "team/cli", "0" * 32)
+    unknown = stack.cli("locks", "remove", "team/cli", "0" * 32)
     assert unknown.returncode == 2 and "no lock" in unknown.stderr
-    bad_repo = lfs_server(stack, "locks", "list", "team/../etc")
+    bad_repo = stack.cli("locks", "list", "team/../etc")
     assert bad_repo.returncode == 2 and "invalid repository name" in bad_repo.stderr
 
-    removed = lfs_server(stack, "locks", "remove", "team/cli", lock["id"])
+    removed = stack.cli("locks", "remove", "team/cli", lock["id"])
     assert removed.returncode == 0, removed.stderr
     assert api.list().json() == {"locks": []}
