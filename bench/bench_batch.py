@@ -10,6 +10,7 @@ cost per request apart from the cost per object.
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -32,12 +33,22 @@ REPO = "bench/batch"
 OBJECTS = 100
 RPS_GOAL = 1000.0
 P99_GOAL_MS = 25.0
+AUTH_RATIO_GOAL = 0.8
+BENCH_USER, BENCH_PASSWORD = "bench-reader", "bench-password-1"
+
+
+def basic_auth(stack) -> str:
+    """A user with read access to REPO, as a Basic Authorization header value."""
+    stack.add_user(BENCH_USER, BENCH_PASSWORD, (REPO, "read"))
+    return "Basic " + base64.b64encode(f"{BENCH_USER}:{BENCH_PASSWORD}".encode()).decode()
+
 
 LUA = """
 wrk.method = "POST"
 wrk.body = [==[%(body)s]==]
 wrk.headers["Content-Type"] = "%(media)s"
 wrk.headers["Accept"] = "%(media)s"
+%(auth)s
 
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -52,8 +63,10 @@ end
 """
 
 
-def wrk(url: str, body: str, script_path, duration: int) -> dict:
-    script_path.write_text(LUA % {"body": body, "media": LFS_MEDIA_TYPE})
+def wrk(url: str, body: str, script_path, duration: int, auth: str = "") -> dict:
+    """wrk POSTing `body`; `auth` is an Authorization header value, if any."""
+    header = f'wrk.headers["Authorization"] = "{auth}"' if auth else ""
+    script_path.write_text(LUA % {"body": body, "media": LFS_MEDIA_TYPE, "auth": header})
     cmd = ["wrk", "-t2", "-c8", f"-d{duration}s", "--latency", "-s", str(script_path), url]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
     if done.returncode != 0:
@@ -104,6 +117,8 @@ def run(ctx: Context) -> list[Row]:
                 ours = wrk(url, body, work / "ours.lua", duration)
                 log(f"batch: wrk {duration} s against this server, 1 object")
                 one = wrk(url, one_body, work / "one.lua", duration)
+                log(f"batch: wrk {duration} s against this server, {OBJECTS} objects, Basic auth")
+                basic = wrk(url, body, work / "basic.lua", duration, auth=basic_auth(stack))
     finally:
         remove(work)
     ctx.raw["batch"] = {
@@ -112,6 +127,7 @@ def run(ctx: Context) -> list[Row]:
         "ours_100": {k: v for k, v in ours.items() if k != "stdout"},
         "ours_1": {k: v for k, v in one.items() if k != "stdout"},
         "plain_static": {k: v for k, v in ref.items() if k != "stdout"},
+        "ours_100_basic_auth": {k: v for k, v in basic.items() if k != "stdout"},
         "wrk_stdout_ours_100": ours["stdout"],
     }
 
@@ -139,6 +155,16 @@ def run(ctx: Context) -> list[Row]:
             f"p99 < {P99_GOAL_MS:.0f} ms",
             p99 < P99_GOAL_MS,
             notes="ratio = reference p99 / our p99",
+        ),
+        Row(
+            "3b",
+            f"Batch API, {OBJECTS}-object batch with Basic auth (password) vs anonymous",
+            f"{basic['rps']:.0f} req/s, {lat(basic)}",
+            f"{ours['rps']:.0f} req/s (anonymous)",
+            basic["rps"] / ours["rps"],
+            f">= {AUTH_RATIO_GOAL}",
+            basic["rps"] / ours["rps"] >= AUTH_RATIO_GOAL,
+            notes="a user with a read grant; the password check is cached per worker",
         ),
         Row(
             "3a",
