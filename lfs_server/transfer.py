@@ -72,7 +72,8 @@ def upload_auth() -> Response:
         if room is not None and grant.size > room:
             raise LFSError(507, INSUFFICIENT_STORAGE)
     except LFSError as exc:
-        exc.headers["X-LFS-Error"] = exc.message
+        # nginx pastes this into a JSON string literal: keep it free of quotes.
+        exc.headers["X-LFS-Error"] = exc.message.replace('"', "'").replace("\\", "/")
         raise
     return Response(status=204)
 
