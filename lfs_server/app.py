@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from flask import Flask
@@ -11,6 +12,7 @@ from lfs_server import apidoc, batch, health, locks, metrics, transfer
 from lfs_server.accounts import CredentialChecker
 from lfs_server.db import SQLiteDatabase
 from lfs_server.errors import register_error_handlers
+from lfs_server.prehash import PREHASH_SOCKET_ENV
 from lfs_server.settings import Settings
 from lfs_server.store import LocalStore
 from lfs_server.tokens import TokenSigner
@@ -37,7 +39,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json = JSONProvider(app)
     settings.upload_tmp_dir.mkdir(parents=True, exist_ok=True)
     settings.objects_dir.mkdir(parents=True, exist_ok=True)
-    app.extensions["lfs_store"] = LocalStore(settings.objects_dir, settings.upload_tmp_dir)
+    # The launcher's Prehasher (see prehash.py), when there is one.
+    prehash_socket = os.environ.get(PREHASH_SOCKET_ENV) or None
+    app.extensions["lfs_store"] = LocalStore(
+        settings.objects_dir, settings.upload_tmp_dir, prehash_socket
+    )
     app.extensions["lfs_signer"] = TokenSigner(settings.secret_key, settings.previous_secret_keys)
     db = SQLiteDatabase(settings.database_path)
     app.extensions["lfs_db"] = db

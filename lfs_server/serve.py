@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lfs_server import cleanup, nginx_conf
+from lfs_server.prehash import PREHASH_SOCKET_ENV, Prehasher
 from lfs_server.settings import WILDCARD_HOSTS, Settings
 
 STOP_GRACE_SECONDS = 6.0
@@ -120,6 +121,7 @@ class Supervisor:
         self.settings = settings
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.stopping = False
+        self.prehasher: Prehasher | None = None
         self.next_sweep = time.monotonic() + SWEEP_INTERVAL_SECONDS
 
     def sweep_if_due(self, now: float) -> None:
@@ -188,6 +190,7 @@ class Supervisor:
                 "LFS_DATA_DIR": str(self.settings.data_dir),
                 "XDG_RUNTIME_DIR": str(run_dir),
                 "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+                PREHASH_SOCKET_ENV: str(run_dir / "prehash.sock"),
             },
             preexec_fn=die_with_parent(signal.SIGTERM),
         )
@@ -202,6 +205,9 @@ class Supervisor:
             [nginx, "-p", str(run_dir), "-c", str(conf), "-e", "stderr"],
             preexec_fn=die_with_parent(signal.SIGQUIT),
         )
+        # Started after the children: forking with threads running is best avoided.
+        self.prehasher = Prehasher(self.settings.upload_tmp_dir, run_dir / "prehash.sock")
+        self.prehasher.start()
 
     def wait(self) -> int:
         """Reap children until a stop signal (exit 0) or a child dies (exit 1)."""
@@ -237,6 +243,8 @@ class Supervisor:
                 child.kill()
                 child.wait()
         kill_orphans()
+        if self.prehasher is not None:
+            self.prehasher.stop()
 
     def run(self) -> int:
         become_subreaper()

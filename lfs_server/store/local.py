@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 from typing import BinaryIO
 
+from lfs_server.prehash import ask_digest
 from lfs_server.store.base import CommitError, is_valid_oid
 
 INTERNAL_PREFIX = "/.lfs-internal/objects/"
@@ -24,9 +25,10 @@ RESERVED_BYTES = 1 << 20
 
 
 class LocalStore:
-    def __init__(self, root: Path, upload_tmp_dir: Path) -> None:
+    def __init__(self, root: Path, upload_tmp_dir: Path, prehash_socket: str | None = None) -> None:
         self.root = root
         self.upload_tmp_dir = upload_tmp_dir
+        self.prehash_socket = prehash_socket
         self._root = str(root)
 
     def _relative(self, repo: str, oid: str) -> str:
@@ -73,7 +75,7 @@ class LocalStore:
                         f"size mismatch: expected {size} bytes, received {actual_size}",
                         "size",
                     )
-                if _hash_while_flushing(src) != oid:
+                if self._digest(src, upload, size) != oid:
                     raise CommitError(
                         422, "SHA-256 of the uploaded data does not match the oid", "sha256"
                     )
@@ -90,6 +92,19 @@ class LocalStore:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise CommitError(507, "insufficient storage on the server") from None
             raise CommitError(500, "could not store the object") from None
+
+    def _digest(self, src: BinaryIO, upload: Path, size: int) -> str:
+        """SHA-256 of the upload, which is also fsynced when this returns.
+
+        The launcher's Prehasher has usually hashed it while nginx wrote it
+        (and started its writeback); otherwise it is hashed here.
+        """
+        if self.prehash_socket:
+            digest = ask_digest(self.prehash_socket, upload, size)
+            if digest is not None:
+                os.fsync(src.fileno())
+                return digest
+        return _hash_while_flushing(src)
 
 
 def _hash_while_flushing(src: BinaryIO) -> str:
