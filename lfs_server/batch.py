@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, request
 
 from lfs_server.auth import Caller, require
-from lfs_server.errors import LFSError, lfs_json
+from lfs_server.errors import LFS_MEDIA_TYPE, LFSError
 from lfs_server.repos import normalize_repo
 from lfs_server.store import ObjectStore, is_valid_oid
 from lfs_server.tokens import TokenSigner
@@ -59,10 +60,12 @@ def batch(repo_path: str) -> Response:
             continue
         seen.add(oid)
         if hash_algo != "sha256":
-            answered.append(_error(oid, size, 409, "unsupported hash algorithm; use sha256"))
+            answered.append(_json(_error(oid, size, 409, "unsupported hash algorithm; use sha256")))
         else:
             answered.append(builder.answer(oid, size))
-    return lfs_json({"transfer": "basic", "objects": answered, "hash_algo": "sha256"})
+    # The answer is assembled as text: each object is already JSON (see answer()).
+    body = f'{{"transfer":"basic","objects":[{",".join(answered)}],"hash_algo":"sha256"}}'
+    return Response(body, mimetype=LFS_MEDIA_TYPE)
 
 
 def _parse_objects(objects: Any) -> list[tuple[str, int]]:
@@ -81,6 +84,10 @@ def _parse_objects(objects: Any) -> list[tuple[str, int]]:
             raise LFSError(422, f"object {oid[:64]!r}: size must be an integer")
         parsed.append((oid, size))
     return parsed
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 def _error(oid: str, size: int, code: int, message: str) -> dict[str, Any]:
@@ -107,6 +114,8 @@ class _ActionBuilder:
         self.expires_at = int(time.time()) + self.ttl
         self.expires_at_text = rfc3339(self.expires_at)
         self.tokens = self.signer.for_batch(repo, caller.name, caller.right, self.expires_at)
+        # `"<base>/.lfs/download/` as a JSON string opening, escaped once.
+        self.download_href = _json(f"{self.base}/.lfs/download/")[:-1]
         self.room: int | None = None  # free bytes left for this batch's uploads
         self.room_known = False
 
@@ -137,24 +146,36 @@ class _ActionBuilder:
         self.room -= size
         return True
 
-    def answer(self, oid: str, size: int) -> dict[str, Any]:
+    def answer(self, oid: str, size: int) -> str:
+        """One object of the answer, as JSON text."""
         if not is_valid_oid(oid):
-            return _error(oid, size, 422, "invalid oid: expected 64 lowercase hex characters")
+            return _json(
+                _error(oid, size, 422, "invalid oid: expected 64 lowercase hex characters")
+            )
         if size < 0:
-            return _error(oid, size, 422, "invalid size: must not be negative")
+            return _json(_error(oid, size, 422, "invalid size: must not be negative"))
         stored = self.store.size(self.repo, oid)
         if stored is not None and stored != size:
-            return _error(oid, size, 422, f"size mismatch: the stored object has {stored} bytes")
+            return _json(
+                _error(oid, size, 422, f"size mismatch: the stored object has {stored} bytes")
+            )
         if self.operation == "download":
             if stored is None:
-                return _error(oid, size, 404, "object does not exist")
-            download = self.action("download", f"{self.base}/.lfs/download/{oid}", oid, size)
-            return {
-                "oid": oid,
-                "size": size,
-                "authenticated": True,
-                "actions": {"download": download},
-            }
+                return _json(_error(oid, size, 404, "object does not exist"))
+            return self.download(oid, size)
+        return _json(self.upload(oid, size, stored))
+
+    def download(self, oid: str, size: int) -> str:
+        """The hot path (every object of every fetch), written out directly:
+        the oid is validated hex, the size an int, the token base64url."""
+        token = self.tokens.sign("download", oid, size)
+        return (
+            f'{{"oid":"{oid}","size":{size:d},"authenticated":true,"actions":{{"download":'
+            f'{{"href":{self.download_href}{oid}","header":{{"Authorization":"Bearer {token}"}},'
+            f'"expires_in":{self.ttl:d},"expires_at":"{self.expires_at_text}"}}}}}}'
+        )
+
+    def upload(self, oid: str, size: int, stored: int | None) -> dict[str, Any]:
         if stored is not None:
             return {"oid": oid, "size": size}
         if size > self.max_size:

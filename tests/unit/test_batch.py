@@ -190,3 +190,18 @@ def test_errors_are_json_never_html(client: FlaskClient) -> None:
         assert response.mimetype == LFS
         assert response.get_json()["message"]
         assert b"<html" not in response.data.lower()
+
+
+def test_download_answer_is_valid_json_whatever_the_public_url(tmp_path) -> None:
+    from lfs_server.app import create_app
+    from tests.unit.conftest import make_settings
+
+    odd = 'http://lfs.example.com/pre"fix\\\\x'
+    app = create_app(make_settings(tmp_path / "d", LFS_ANONYMOUS="read", LFS_PUBLIC_URL=odd))
+    oid = store_object(app, b"hello")
+    response = post(
+        app.test_client(), {"operation": "download", "objects": [{"oid": oid, "size": 5}]}
+    )
+    (obj,) = response.get_json()["objects"]
+    assert obj["actions"]["download"]["href"] == f"{odd}/.lfs/download/{oid}"
+    assert type(obj["size"]) is int and type(obj["actions"]["download"]["expires_in"]) is int
