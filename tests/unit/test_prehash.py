@@ -73,7 +73,7 @@ def test_forgets_removed_and_replaced_files(prehasher: Prehasher) -> None:
     followed = prehasher._files[str(path)]
     path.unlink()
     assert wait_for(lambda: str(path) not in prehasher._files)
-    assert followed.fd == -1
+    assert wait_for(lambda: followed.fd == -1)  # closed right after it is dropped
     path.write_bytes(b"other content")
     assert wait_for(lambda: followed_offset(prehasher, path) == 13)
     assert (
