@@ -202,12 +202,18 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_locks(args: argparse.Namespace, settings: Settings) -> int:
-    repo = normalize_repo(args.repo)
+def repo_argument(raw: str) -> str:
+    """A repository named on the command line, in its canonical spelling."""
+    repo = normalize_repo(raw)
     if repo is None:
         raise CommandError(
-            f"invalid repository name {args.repo!r}: use team/project (a .git suffix is fine)"
+            f"invalid repository name {raw!r}: use team/project (a .git suffix is fine)"
         )
+    return repo
+
+
+def cmd_locks(args: argparse.Namespace, settings: Settings) -> int:
+    repo = repo_argument(args.repo)
     db = SQLiteDatabase(settings.database_path)
     if args.action == "list":
         print_table(
@@ -228,13 +234,7 @@ def cmd_locks(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_fsck(args: argparse.Namespace, settings: Settings) -> int:
     from lfs_server import fsck
 
-    repo = None
-    if args.repo is not None:
-        repo = normalize_repo(args.repo)
-        if repo is None:
-            raise CommandError(
-                f"invalid repository name {args.repo!r}: use team/project (a .git suffix is fine)"
-            )
+    repo = None if args.repo is None else repo_argument(args.repo)
     report = fsck.check(settings.data_dir, repo)
     return 1 if report.problems else 0
 

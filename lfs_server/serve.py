@@ -23,7 +23,7 @@ from pathlib import Path
 
 from lfs_server import cleanup, nginx_conf
 from lfs_server.prehash import PREHASH_SOCKET_ENV, Prehasher
-from lfs_server.settings import WILDCARD_HOSTS, Settings
+from lfs_server.settings import Settings
 
 STOP_GRACE_SECONDS = 6.0
 START_TIMEOUT_SECONDS = 30.0
@@ -138,10 +138,10 @@ class Supervisor:
         check_port_free(self.settings)
         socket_path = run_dir / "gunicorn.sock"
         # prometheus_client's multiprocess mode: each worker's values in files
-        # here, summed by /metrics (lfs_server.metrics). Fresh at every start.
+        # here, summed by /metrics (lfs_server.metrics); run_dir is new each start.
         metrics_dir = run_dir / "metrics"
-        shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir()
+        prehash_socket = run_dir / "prehash.sock"
         conf = run_dir / "nginx.conf"
         conf.write_text(nginx_conf.render(self.settings, run_dir, socket_path, "/dev/stdout"))
         checked = subprocess.run(
@@ -190,7 +190,7 @@ class Supervisor:
                 "LFS_DATA_DIR": str(self.settings.data_dir),
                 "XDG_RUNTIME_DIR": str(run_dir),
                 "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-                PREHASH_SOCKET_ENV: str(run_dir / "prehash.sock"),
+                PREHASH_SOCKET_ENV: str(prehash_socket),
             },
             preexec_fn=die_with_parent(signal.SIGTERM),
         )
@@ -206,7 +206,7 @@ class Supervisor:
             preexec_fn=die_with_parent(signal.SIGQUIT),
         )
         # Started after the children: forking with threads running is best avoided.
-        self.prehasher = Prehasher(self.settings.upload_tmp_dir, run_dir / "prehash.sock")
+        self.prehasher = Prehasher(self.settings.upload_tmp_dir, prehash_socket)
         self.prehasher.start()
 
     def wait(self) -> int:
@@ -262,7 +262,7 @@ class Supervisor:
 
 def announce(settings: Settings) -> None:
     url = settings.public_url
-    if settings.listen_host in WILDCARD_HOSTS and not os.environ.get("LFS_PUBLIC_URL", "").strip():
+    if settings.public_url_guessed:
         print(
             f"lfs-server: warning: LFS_PUBLIC_URL is unset, so hrefs name {url}; "
             "set it to the address clients use",

@@ -149,6 +149,9 @@ class Settings:
     admin_user: str = ""
     admin_password: str = field(default="", repr=False)
     metrics: str = "admin"
+    # True when LFS_PUBLIC_URL is unset and LFS_LISTEN is a wildcard address:
+    # hrefs then name localhost, and the launcher warns.
+    public_url_guessed: bool = False
 
     @property
     def objects_dir(self) -> Path:
@@ -225,6 +228,7 @@ class Settings:
             anonymous=anonymous,
             tls_cert=tls_cert,
             tls_key=tls_key,
+            public_url_guessed=host in WILDCARD_HOSTS and not get("LFS_PUBLIC_URL", ""),
             admin_user=admin_user,
             admin_password=admin_password,
             nginx=get("LFS_NGINX", "nginx").strip(),
