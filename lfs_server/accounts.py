@@ -40,6 +40,12 @@ def valid_user_name(name: str) -> bool:
     return _NAME_RE.match(name) is not None and name.lower() not in RESERVED_NAMES
 
 
+def looks_like_token(secret: str) -> bool:
+    """Shaped like an access token (`lfs_<id>_<secret>`), valid or not (such a
+    secret is only ever checked as a token, never as a password)."""
+    return _TOKEN_RE.fullmatch(secret) is not None
+
+
 def hash_password(password: str) -> str:
     return generate_password_hash(password)
 

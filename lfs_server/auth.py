@@ -17,7 +17,7 @@ from flask import current_app, g, request
 
 from lfs_server import throttle
 from lfs_server.access import level, right_for
-from lfs_server.accounts import CredentialChecker
+from lfs_server.accounts import CredentialChecker, looks_like_token
 from lfs_server.db import Database, User
 from lfs_server.errors import LFSError
 
@@ -47,7 +47,8 @@ def _basic_credentials() -> tuple[str, str] | None:
 
 
 def client_address() -> str:
-    """nginx overwrites X-Forwarded-For with the peer address it saw."""
+    """nginx overwrites X-Forwarded-For with its $remote_addr: the peer, or the
+    client a trusted proxy names (LFS_TRUSTED_PROXIES), never a client's header."""
     return request.headers.get("X-Forwarded-For", request.remote_addr or "unknown")
 
 
@@ -62,11 +63,13 @@ def current_user() -> User | None:
         db: Database = current_app.extensions["lfs_db"]
         checker: CredentialChecker = current_app.extensions["lfs_credentials"]
         client = client_address()
-        throttle.check(db, client, name)
+        token = looks_like_token(secret)
+        throttle.check(db, client, name, token)
         user = checker.check(name, secret)
         if user is None:
-            throttle.record_failure(db, client, name)
+            throttle.record_failure(db, client, name, token)
             raise LFSError(401, "wrong user name, password or token", CHALLENGE)
+        throttle.record_success(db, client, user)
     g.lfs_user = user
     return user
 

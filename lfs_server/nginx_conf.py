@@ -45,6 +45,17 @@ def tls_directives(settings: Settings) -> str:
     )
 
 
+def realip_directives(settings: Settings) -> str:
+    """Behind trusted proxies, $remote_addr is the client they name in
+    X-Forwarded-For (the right-most address not itself trusted); any other
+    peer's header is ignored. Without trusted proxies nothing is rendered."""
+    if not settings.trusted_proxies:
+        return ""
+    lines = [f"    set_real_ip_from {network};" for network in settings.trusted_proxies]
+    lines += ["    real_ip_header X-Forwarded-For;", "    real_ip_recursive on;"]
+    return "\n".join(lines) + "\n"
+
+
 def render(settings: Settings, run_dir: Path, socket: Path, access_log: str) -> str:
     host = settings.listen_host
     listen_host = f"[{host}]" if ":" in host else host
@@ -62,6 +73,7 @@ def render(settings: Settings, run_dir: Path, socket: Path, access_log: str) -> 
         "SOCKET": str(socket),
         "LISTEN": f"{listen_host}:{settings.listen_port}" + (" ssl" if settings.tls_cert else ""),
         "TLS_DIRECTIVES": tls_directives(settings),
+        "REALIP_DIRECTIVES": realip_directives(settings),
         "MAX_OBJECT_SIZE": str(settings.max_object_size),
     }
 

@@ -8,6 +8,7 @@ one clear line instead of a traceback.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
@@ -62,6 +63,11 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "who may read /metrics: off, admin (server admins' Basic credentials), "
         "local (also anyone connecting from loopback), public",
     ),
+    "LFS_TRUSTED_PROXIES": (
+        "",
+        "comma-separated addresses or CIDR networks of reverse proxies whose "
+        "X-Forwarded-For names the client (empty: trust none)",
+    ),
 }
 
 
@@ -108,6 +114,22 @@ def parse_public_url(name: str, raw: str) -> str:
     return url
 
 
+def parse_networks(name: str, raw: str) -> tuple[str, ...]:
+    """Comma-separated IPv4/IPv6 addresses or networks, normalised (`10.1.2.3/8` is `10.0.0.0/8`)."""
+    networks = []
+    for entry in raw.split(","):
+        if not entry.strip():
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(entry.strip(), strict=False)))
+        except ValueError:
+            raise SettingsError(
+                f"{name}: expected comma-separated addresses or CIDR networks "
+                f"(like 10.0.0.0/8, fd00::/8), got {entry.strip()!r}"
+            ) from None
+    return tuple(networks)
+
+
 def readable_file(name: str, raw: str) -> Path | None:
     if not raw.strip():
         return None
@@ -149,6 +171,7 @@ class Settings:
     admin_user: str = ""
     admin_password: str = field(default="", repr=False)
     metrics: str = "admin"
+    trusted_proxies: tuple[str, ...] = ()
     # True when LFS_PUBLIC_URL is unset and LFS_LISTEN is a wildcard address:
     # hrefs then name localhost, and the launcher warns.
     public_url_guessed: bool = False
@@ -198,6 +221,7 @@ class Settings:
             raise SettingsError(
                 f"LFS_METRICS: expected one of off, admin, local, public, got {metrics!r}"
             )
+        trusted_proxies = parse_networks("LFS_TRUSTED_PROXIES", get("LFS_TRUSTED_PROXIES", ""))
         previous = tuple(
             check_secret("LFS_PREVIOUS_SECRET_KEYS", key)
             for key in get("LFS_PREVIOUS_SECRET_KEYS", "").split(",")
@@ -233,6 +257,7 @@ class Settings:
             admin_password=admin_password,
             nginx=get("LFS_NGINX", "nginx").strip(),
             metrics=metrics,
+            trusted_proxies=trusted_proxies,
         )
 
 

@@ -1,6 +1,6 @@
 """What the server needs from its database: users, access tokens, grants,
-failure counters and locks. A PostgreSQL backend implements the same
-Protocol; nothing outside lfs_server/db speaks SQL."""
+failure counters, recent good logins and locks. A PostgreSQL backend
+implements the same Protocol; nothing outside lfs_server/db speaks SQL."""
 
 from __future__ import annotations
 
@@ -76,6 +76,10 @@ class Database(Protocol):
 
     def failures(self, keys: list[str], now: float) -> dict[str, int]: ...
     def add_failure(self, keys: list[str], now: float, window: float) -> None: ...
+    def last_login(self, user_id: int, network: str) -> float | None: ...
+    def remember_login(
+        self, user_id: int, network: str, when: float, forget_before: float
+    ) -> None: ...
 
     def create_lock(
         self, lock_id: str, repo: str, path: str, owner: str, locked_at: int

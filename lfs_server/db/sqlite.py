@@ -68,6 +68,16 @@ MIGRATIONS: list[str] = [
     );
     INSERT INTO lock_sequence (last) VALUES (0);
     """,
+    # 3: the client networks each user logged in from lately (exempt from the
+    # login brake's per-user cap; see throttle.py), gone with the user.
+    """
+    CREATE TABLE good_logins (
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        network TEXT NOT NULL,
+        seen_at REAL NOT NULL,
+        PRIMARY KEY (user_id, network)
+    );
+    """,
 ]
 
 
@@ -264,6 +274,25 @@ class SQLiteDatabase:
                     "ON CONFLICT (key) DO UPDATE SET count = count + 1",
                     (key, now + window),
                 )
+
+    def last_login(self, user_id: int, network: str) -> float | None:
+        row = self.conn.execute(
+            "SELECT seen_at FROM good_logins WHERE user_id = ? AND network = ?",
+            (user_id, network),
+        ).fetchone()
+        return row[0] if row else None
+
+    def remember_login(self, user_id: int, network: str, when: float, forget_before: float) -> None:
+        """Record a good login of `user_id` from `network`; forget those before `forget_before`."""
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM good_logins WHERE seen_at < ?", (forget_before,))
+            # From users, so a user removed meanwhile leaves nothing (and no error).
+            conn.execute(
+                "INSERT INTO good_logins (user_id, network, seen_at) "
+                "SELECT id, ?, ? FROM users WHERE id = ? "
+                "ON CONFLICT (user_id, network) DO UPDATE SET seen_at = excluded.seen_at",
+                (network, when, user_id),
+            )
 
     # file locks
 
