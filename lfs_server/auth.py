@@ -23,6 +23,9 @@ from lfs_server.errors import LFSError
 
 ANONYMOUS = "anonymous"
 CHALLENGE = {"LFS-Authenticate": 'Basic realm="Git LFS"'}
+NO_GIT_PASSWORDS = (
+    "passwords are not accepted for git; use an access token (lfs-server token create)"
+)
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,18 @@ def current_user() -> User | None:
     return user
 
 
+def refuse_git_passwords() -> None:
+    """LFS_GIT_PASSWORDS=deny: a Basic password that is not an access token is
+    refused before it is checked (no scrypt, no count towards the brake)."""
+    credentials = _basic_credentials()
+    if credentials is not None and not looks_like_token(credentials[1]):
+        raise LFSError(401, NO_GIT_PASSWORDS, CHALLENGE)
+
+
 def caller_right(repo: str) -> tuple[User | None, str]:
+    """The git APIs' caller (Batch, Locking) and their right on `repo`."""
+    if current_app.config["LFS_SETTINGS"].git_passwords == "deny":
+        refuse_git_passwords()
     user = current_user()
     anonymous = current_app.config["LFS_SETTINGS"].anonymous
     return user, right_for(current_app.extensions["lfs_db"], user, repo, anonymous)

@@ -19,6 +19,7 @@ from pathlib import Path
 MIN_SECRET_BYTES = 32
 ANONYMOUS_MODES = ("none", "read", "write")
 METRICS_MODES = ("off", "admin", "local", "public")
+GIT_PASSWORD_MODES = ("allow", "deny")
 WILDCARD_HOSTS = ("0.0.0.0", "::")
 
 # name -> (default shown to people, description). Defaults are applied in
@@ -62,6 +63,10 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "admin",
         "who may read /metrics: off, admin (server admins' Basic credentials), "
         "local (also anyone connecting from loopback), public",
+    ),
+    "LFS_GIT_PASSWORDS": (
+        "allow",
+        "allow, or deny: the batch and locking APIs then take only access tokens, no passwords",
     ),
     "LFS_TRUSTED_PROXIES": (
         "",
@@ -171,6 +176,7 @@ class Settings:
     admin_user: str = ""
     admin_password: str = field(default="", repr=False)
     metrics: str = "admin"
+    git_passwords: str = "allow"
     trusted_proxies: tuple[str, ...] = ()
     # True when LFS_PUBLIC_URL is unset and LFS_LISTEN is a wildcard address:
     # hrefs then name localhost, and the launcher warns.
@@ -221,6 +227,9 @@ class Settings:
             raise SettingsError(
                 f"LFS_METRICS: expected one of off, admin, local, public, got {metrics!r}"
             )
+        git_passwords = get("LFS_GIT_PASSWORDS", "allow").strip().lower()
+        if git_passwords not in GIT_PASSWORD_MODES:
+            raise SettingsError(f"LFS_GIT_PASSWORDS: expected allow or deny, got {git_passwords!r}")
         trusted_proxies = parse_networks("LFS_TRUSTED_PROXIES", get("LFS_TRUSTED_PROXIES", ""))
         previous = tuple(
             check_secret("LFS_PREVIOUS_SECRET_KEYS", key)
@@ -257,6 +266,7 @@ class Settings:
             admin_password=admin_password,
             nginx=get("LFS_NGINX", "nginx").strip(),
             metrics=metrics,
+            git_passwords=git_passwords,
             trusted_proxies=trusted_proxies,
         )
 
