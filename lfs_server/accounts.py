@@ -28,8 +28,8 @@ from lfs_server.db import Database, User
 CACHE_SECONDS = 30.0
 CACHE_ENTRIES = 4096
 TOKEN_PREFIX = "lfs_"
-_TOKEN_RE = re.compile(r"^lfs_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+_TOKEN_RE = re.compile(r"lfs_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
 
 RESERVED_NAMES = frozenset({"anonymous"})
@@ -37,7 +37,7 @@ RESERVED_NAMES = frozenset({"anonymous"})
 
 def valid_user_name(name: str) -> bool:
     """Letters, digits and `._@-`; `anonymous` is taken by callers without credentials."""
-    return _NAME_RE.match(name) is not None and name.lower() not in RESERVED_NAMES
+    return _NAME_RE.fullmatch(name) is not None and name.lower() not in RESERVED_NAMES
 
 
 def looks_like_token(secret: str) -> bool:
@@ -79,7 +79,7 @@ class CredentialChecker:
         user = self.db.get_user(name)
         if user is None:
             return None
-        token = _TOKEN_RE.match(secret)
+        token = _TOKEN_RE.fullmatch(secret)
         if token:
             return user if self._check_token(user, token.group(1), token.group(2)) else None
         if user.password_hash is None:

@@ -43,14 +43,14 @@ def read_password(from_stdin: bool) -> str:
     return password
 
 
-_DURATION_RE = re.compile(r"^(\d+)([hdwy])$")
+_DURATION_RE = re.compile(r"(\d+)([hdwy])")
 _DURATION_SECONDS = {"h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
 
 
 def parse_expiry(text: str | None) -> int | None:
     if text is None or text == "never":
         return None
-    match = _DURATION_RE.match(text)
+    match = _DURATION_RE.fullmatch(text)
     if not match or int(match.group(1)) == 0:
         raise CommandError(
             f"--expires: expected a duration like 12h, 90d, 8w, 1y or never, got {text!r}"

@@ -51,8 +51,8 @@ BASE = "/<path:repo_path>/info/lfs/locks"
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _SURROGATE_RE = re.compile(r"[\ud800-\udfff]")  # JSON can carry them; UTF-8 (the database) cannot
-_CURSOR_RE = re.compile(r"^[0-9]{1,18}$")
-_LIMIT_RE = re.compile(r"^[0-9]{1,9}$")
+_CURSOR_RE = re.compile(r"[0-9]{1,18}")
+_LIMIT_RE = re.compile(r"[0-9]{1,9}")
 
 bp = Blueprint("locks", __name__)
 
@@ -115,7 +115,7 @@ def _cursor(raw: Any) -> int:
     """Opaque to clients: the sequence number of the last lock already sent."""
     if raw is None or raw == "":
         return 0
-    if not isinstance(raw, str) or not _CURSOR_RE.match(raw):
+    if not isinstance(raw, str) or not _CURSOR_RE.fullmatch(raw):
         raise LFSError(422, "invalid cursor: pass back a next_cursor exactly as received")
     return int(raw)
 
@@ -124,7 +124,7 @@ def _limit(raw: Any, from_query: bool) -> int:
     if raw is None or (from_query and raw == ""):
         return DEFAULT_LIMIT
     if from_query:
-        value = int(raw) if _LIMIT_RE.match(raw) else 0
+        value = int(raw) if _LIMIT_RE.fullmatch(raw) else 0
     elif isinstance(raw, int) and not isinstance(raw, bool):
         value = raw
     else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 MAX_SEGMENTS = 8
-_SEGMENT_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}$")
+_SEGMENT_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 
 
 def normalize_repo(raw: str) -> str | None:
@@ -20,6 +20,6 @@ def normalize_repo(raw: str) -> str | None:
     segments = name.split("/")
     if not 1 <= len(segments) <= MAX_SEGMENTS:
         return None
-    if not all(_SEGMENT_RE.match(segment) for segment in segments):
+    if not all(_SEGMENT_RE.fullmatch(segment) for segment in segments):
         return None
     return name

@@ -80,13 +80,13 @@ class SettingsError(ValueError):
     """A setting has a bad value; the message names the variable."""
 
 
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(i?B?)?\s*$", re.IGNORECASE)
+_SIZE_RE = re.compile(r"\s*(\d+)\s*([KMGT]?)(i?B?)?\s*", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
 def parse_size(name: str, raw: str) -> int:
     """Parse `123`, `10G`, `512MiB`: binary units, as people mean for files."""
-    match = _SIZE_RE.match(raw)
+    match = _SIZE_RE.fullmatch(raw)
     if not match:
         raise SettingsError(f"{name}: expected bytes or a size like 10G, got {raw!r}")
     value = int(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
@@ -114,7 +114,7 @@ def parse_listen(name: str, raw: str) -> tuple[str, int]:
 
 def parse_public_url(name: str, raw: str) -> str:
     url = raw.strip().rstrip("/")
-    if not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", url):
+    if not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", url):
         raise SettingsError(f"{name}: expected an absolute http(s) URL, got {raw!r}")
     return url
 

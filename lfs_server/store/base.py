@@ -11,12 +11,12 @@ import re
 from pathlib import Path
 from typing import Protocol
 
-_OID_RE = re.compile(r"^[0-9a-f]{64}$")
+_OID_RE = re.compile(r"[0-9a-f]{64}")
 
 
 def is_valid_oid(oid: object) -> bool:
     """An oid is exactly 64 lowercase hex characters: the only thing that nears a path."""
-    return isinstance(oid, str) and _OID_RE.match(oid) is not None and len(oid) == 64
+    return isinstance(oid, str) and _OID_RE.fullmatch(oid) is not None
 
 
 class CommitError(Exception):
