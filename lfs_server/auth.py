@@ -22,6 +22,7 @@ from lfs_server.db import Database, User
 from lfs_server.errors import LFSError
 
 ANONYMOUS = "anonymous"
+ANONYMOUS_UID = "anonymous"  # a user's uid is 32 hex digits: never this
 CHALLENGE = {"LFS-Authenticate": 'Basic realm="Git LFS"'}
 NO_GIT_PASSWORDS = (
     "passwords are not accepted for git; use an access token (lfs-server token create)"
@@ -30,9 +31,14 @@ NO_GIT_PASSWORDS = (
 
 @dataclass(frozen=True)
 class Caller:
-    """An authenticated user, or the anonymous caller (`name` is ANONYMOUS)."""
+    """An authenticated user, or the anonymous caller (`name` is ANONYMOUS).
+
+    `uid` is the identity transfer tokens and locks are bound to; `name` is
+    only for people (messages, lock owners shown).
+    """
 
     name: str
+    uid: str
     right: str
 
 
@@ -98,17 +104,25 @@ def require(repo: str, needed: str) -> Caller:
     """The caller, when they hold `needed` on `repo`; otherwise 401 or 403."""
     user, right = caller_right(repo)
     if level(right) >= level(needed):
-        return Caller(user.name if user else ANONYMOUS, right)
+        if user is None:
+            return Caller(ANONYMOUS, ANONYMOUS_UID, right)
+        return Caller(user.name, user.uid, right)
     if user is None:
         raise LFSError(401, "credentials required", CHALLENGE)
     raise LFSError(403, f"{user.name} has no {needed} access to {repo}")
 
 
-def still_allowed(name: str, repo: str, needed: str) -> bool:
-    """Re-check a transfer token's user at transfer time: revocations bite at once."""
+def still_allowed(name: str, uid: str, repo: str, needed: str) -> bool:
+    """Re-check a transfer token's user at transfer time: revocations bite at once.
+
+    The user must still be the very one the token was minted for: a user
+    removed and added again under the same name has a new uid.
+    """
     db: Database = current_app.extensions["lfs_db"]
-    user = None if name == ANONYMOUS else db.get_user(name)
-    if user is None and name != ANONYMOUS:
-        return False
+    user = None
+    if uid != ANONYMOUS_UID:
+        user = db.get_user(name)
+        if user is None or user.uid != uid:
+            return False
     anonymous = current_app.config["LFS_SETTINGS"].anonymous
     return level(right_for(db, user, repo, anonymous)) >= level(needed)

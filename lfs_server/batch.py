@@ -113,7 +113,9 @@ class _ActionBuilder:
         self.ttl: int = settings.token_ttl
         self.expires_at = int(time.time()) + self.ttl
         self.expires_at_text = rfc3339(self.expires_at)
-        self.tokens = self.signer.for_batch(repo, caller.name, caller.right, self.expires_at)
+        self.tokens = self.signer.for_batch(
+            repo, caller.name, caller.uid, caller.right, self.expires_at
+        )
         # `"<base>/.lfs/download/` as a JSON string opening, escaped once.
         self.download_href = _json(f"{self.base}/.lfs/download/")[:-1]
         self.room: int | None = None  # free bytes left for this batch's uploads

@@ -10,7 +10,9 @@ Locks belong to one repository (`team/proj` and `team/proj.git` are one
 repository; `other/proj` sees none of them) and are unique per path: a second
 lock on a path answers 409 with the existing lock. The owner is the
 authenticated user, or ANONYMOUS for anonymous writers where LFS_ANONYMOUS
-allows writing. Paths are stored and returned exactly as sent, after
+allows writing. Ownership ("ours", unlocking without force) follows the
+owner's identity (uid), not the name shown: a user removed and added again
+under the same name does not own the old user's locks. Paths are stored and returned exactly as sent, after
 refusing (422) anything that is not a plain repository-relative path: empty,
 absolute (`/x`, `\\x`, `C:x`), with a `..` segment, with empty or `.`
 segments (`a//b`, `a/./b`, `dir/`: one file must have one spelling), with
@@ -150,7 +152,9 @@ def create(repo_path: str) -> Response:
     caller = require(repo, "write")
     path = check_lock_path(_json_body().get("path"))
     try:
-        lock, created = _db().create_lock(new_lock_id(), repo, path, caller.name, int(time.time()))
+        lock, created = _db().create_lock(
+            new_lock_id(), repo, path, caller.name, int(time.time()), owner_uid=caller.uid
+        )
     except DatabaseError:  # the path was locked and unlocked again and again meanwhile
         raise LFSError(429, "the path is busy: try again", {"Retry-After": "1"}) from None
     if not created:
@@ -186,8 +190,8 @@ def verify(repo_path: str) -> Response:
         repo, _cursor(body.get("cursor")), _limit(body.get("limit"), from_query=False)
     )
     answer: dict[str, Any] = {
-        "ours": [lock_json(lock) for lock in locks if lock.owner == caller.name],
-        "theirs": [lock_json(lock) for lock in locks if lock.owner != caller.name],
+        "ours": [lock_json(lock) for lock in locks if lock.owner_uid == caller.uid],
+        "theirs": [lock_json(lock) for lock in locks if lock.owner_uid != caller.uid],
     }
     if next_cursor is not None:
         answer["next_cursor"] = next_cursor
@@ -204,10 +208,13 @@ def unlock(repo_path: str, lock_id: str) -> Response:
     lock = _db().get_lock(repo, lock_id)
     if lock is None:
         raise LFSError(404, f"no lock {lock_id} in {repo}")
-    if lock.owner != caller.name:
+    if lock.owner_uid != caller.uid:
         if not force:
+            holder = (
+                f"a former user named {lock.owner}" if lock.owner == caller.name else lock.owner
+            )
             raise LFSError(
-                403, f"{lock.path} is locked by {lock.owner}; only an admin may force it open"
+                403, f"{lock.path} is locked by {holder}; only an admin may force it open"
             )
         if level(caller.right) < level("admin"):
             raise LFSError(

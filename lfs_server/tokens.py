@@ -2,7 +2,9 @@
 
 A token names exactly one repository, oid, size and operation and carries
 the user and right it was minted for, so the transfer endpoints never have
-to trust the URL. The key id (`kid`) lets old keys keep verifying during a
+to trust the URL. The user is both a name (`sub`, for messages) and an
+identity (`uid`), which a user removed and added again under the same name
+does not share. The key id (`kid`) lets old keys keep verifying during a
 rotation while only the current key signs.
 """
 
@@ -19,7 +21,7 @@ import jwt
 
 ALGORITHM = "HS256"
 OPERATIONS = ("upload", "download", "verify")
-_REQUIRED = ["exp", "iat", "repo", "oid", "size", "op", "sub", "right"]
+_REQUIRED = ["exp", "iat", "repo", "oid", "size", "op", "sub", "uid", "right"]
 
 
 class TokenError(Exception):
@@ -35,6 +37,7 @@ class Grant:
     size: int
     op: str
     user: str
+    uid: str
     right: str
 
 
@@ -68,11 +71,11 @@ class TokenSigner:
         self._keys = {key_id(k): k for k in (*previous_keys, key)}
         self._header = _b64(_json({"alg": ALGORITHM, "kid": self._kid, "typ": "JWT"}).encode())
 
-    def for_batch(self, repo: str, user: str, right: str, expires_at: int) -> BatchSigner:
-        return BatchSigner(self, repo, user, right, expires_at)
+    def for_batch(self, repo: str, user: str, uid: str, right: str, expires_at: int) -> BatchSigner:
+        return BatchSigner(self, repo, user, uid, right, expires_at)
 
     def sign(self, grant: Grant, expires_at: int) -> str:
-        batch = self.for_batch(grant.repo, grant.user, grant.right, expires_at)
+        batch = self.for_batch(grant.repo, grant.user, grant.uid, grant.right, expires_at)
         return batch.sign(grant.op, grant.oid, grant.size)
 
     def _sign_payload(self, payload: str) -> str:
@@ -99,6 +102,7 @@ class TokenSigner:
                 size=int(claims["size"]),
                 op=str(claims["op"]),
                 user=str(claims["sub"]),
+                uid=str(claims["uid"]),
                 right=str(claims["right"]),
             )
         except (TypeError, ValueError):
@@ -112,10 +116,12 @@ class BatchSigner:
     """Tokens of one batch: repo, user, right and times are encoded once;
     per object only the oid (hex), size (int) and operation are added."""
 
-    def __init__(self, signer: TokenSigner, repo: str, user: str, right: str, expires_at: int):
+    def __init__(
+        self, signer: TokenSigner, repo: str, user: str, uid: str, right: str, expires_at: int
+    ):
         self._signer = signer
         self._head = f'{{"repo":{_json(repo)},"oid":"'
-        tail = {"sub": user, "right": right, "iat": int(time.time()), "exp": expires_at}
+        tail = {"sub": user, "uid": uid, "right": right, "iat": int(time.time()), "exp": expires_at}
         self._tail = "," + _json(tail)[1:]
 
     def sign(self, op: str, oid: str, size: int) -> str:

@@ -48,7 +48,9 @@ def check_token(op: str, oid: str | None) -> Grant:
     except TokenError as exc:
         raise LFSError(403, str(exc)) from None
     needed = NEEDED_RIGHT[op]
-    if level(grant.right) < level(needed) or not still_allowed(grant.user, grant.repo, needed):
+    if level(grant.right) < level(needed) or not still_allowed(
+        grant.user, grant.uid, grant.repo, needed
+    ):
         raise LFSError(403, f"{grant.user} no longer has {needed} access to this repository")
     return grant
 

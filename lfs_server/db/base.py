@@ -14,7 +14,12 @@ class DatabaseError(Exception):
 
 @dataclass(frozen=True)
 class User:
+    """`uid` is the user's identity: random, never reused, so a user removed
+    and added again under the same name (or the same reused `id`) is someone
+    else to everything bound to it (transfer tokens, locks)."""
+
     id: int
+    uid: str
     name: str
     password_hash: str | None
     is_admin: bool
@@ -42,13 +47,15 @@ class RepoGrant:
 @dataclass(frozen=True)
 class Lock:
     """A file lock: `path` exactly as the client sent it, `owner` a user name
-    (or the anonymous display name), `locked_at` Unix seconds, `seq` the
-    position in the repository's ever-growing lock sequence (page order)."""
+    (or the anonymous display name) and `owner_uid` that user's identity,
+    `locked_at` Unix seconds, `seq` the position in the repository's
+    ever-growing lock sequence (page order)."""
 
     id: str
     repo: str
     path: str
     owner: str
+    owner_uid: str
     locked_at: int
     seq: int
 
@@ -82,7 +89,7 @@ class Database(Protocol):
     ) -> None: ...
 
     def create_lock(
-        self, lock_id: str, repo: str, path: str, owner: str, locked_at: int
+        self, lock_id: str, repo: str, path: str, owner: str, locked_at: int, *, owner_uid: str
     ) -> tuple[Lock, bool]: ...
     def get_lock(self, repo: str, lock_id: str) -> Lock | None: ...
     def list_locks(

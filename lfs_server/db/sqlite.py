@@ -8,6 +8,7 @@ transaction so two workers starting together do not both migrate.
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 import threading
 import time
@@ -78,6 +79,23 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (user_id, network)
     );
     """,
+    # 4: identities. users.id is no identity (SQLite may hand a removed user's
+    # id to the next new user), so each user gets `uid`, 128 random bits in
+    # hex that no later user shares; locks record their owner's uid. Existing
+    # locks take the uid of their owner name's current user; the anonymous
+    # owner's identity is 'anonymous' (auth.ANONYMOUS_UID); a lock whose owner
+    # no longer exists gets '', which is nobody's. (ADD COLUMN cannot be
+    # UNIQUE in SQLite: the unique index says it.)
+    """
+    ALTER TABLE users ADD COLUMN uid TEXT NOT NULL DEFAULT '';
+    UPDATE users SET uid = lower(hex(randomblob(16)));
+    CREATE UNIQUE INDEX users_uid ON users(uid);
+    ALTER TABLE locks ADD COLUMN owner_uid TEXT NOT NULL DEFAULT '';
+    UPDATE locks SET owner_uid = CASE
+        WHEN owner = 'anonymous' THEN 'anonymous'
+        ELSE COALESCE((SELECT uid FROM users WHERE users.name = locks.owner), '')
+    END;
+    """,
 ]
 
 
@@ -136,26 +154,23 @@ class SQLiteDatabase:
             raise DatabaseError(f"no such user: {name}")
         return row[0]
 
+    _USER_SELECT = "SELECT id, uid, name, password_hash, is_admin, created_at FROM users"
+
     def get_user(self, name: str) -> User | None:
-        row = self.conn.execute(
-            "SELECT id, name, password_hash, is_admin, created_at FROM users WHERE name = ?",
-            (name,),
-        ).fetchone()
-        return User(row[0], row[1], row[2], bool(row[3]), row[4]) if row else None
+        row = self.conn.execute(f"{self._USER_SELECT} WHERE name = ?", (name,)).fetchone()
+        return User(row[0], row[1], row[2], row[3], bool(row[4]), row[5]) if row else None
 
     def list_users(self) -> list[User]:
-        rows = self.conn.execute(
-            "SELECT id, name, password_hash, is_admin, created_at FROM users ORDER BY name"
-        )
-        return [User(r[0], r[1], r[2], bool(r[3]), r[4]) for r in rows]
+        rows = self.conn.execute(f"{self._USER_SELECT} ORDER BY name")
+        return [User(r[0], r[1], r[2], r[3], bool(r[4]), r[5]) for r in rows]
 
     def add_user(self, name: str, password_hash: str | None, is_admin: bool) -> User:
         try:
             with self.transaction() as conn:
                 conn.execute(
-                    "INSERT INTO users (name, password_hash, is_admin, created_at) "
-                    "VALUES (?, ?, ?, ?)",
-                    (name, password_hash, int(is_admin), int(time.time())),
+                    "INSERT INTO users (uid, name, password_hash, is_admin, created_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (secrets.token_hex(16), name, password_hash, int(is_admin), int(time.time())),
                 )
         except sqlite3.IntegrityError:
             raise DatabaseError(f"user already exists: {name}") from None
@@ -296,10 +311,11 @@ class SQLiteDatabase:
 
     # file locks
 
-    _LOCK_SELECT = "SELECT id, repo, path, owner, locked_at, seq FROM locks"
+    _LOCK_COLUMNS = "id, repo, path, owner, owner_uid, locked_at, seq"
+    _LOCK_SELECT = f"SELECT {_LOCK_COLUMNS} FROM locks"
 
     def create_lock(
-        self, lock_id: str, repo: str, path: str, owner: str, locked_at: int
+        self, lock_id: str, repo: str, path: str, owner: str, locked_at: int, *, owner_uid: str
     ) -> tuple[Lock, bool]:
         """(the new lock, True), or (the lock already on that path, False).
 
@@ -313,11 +329,10 @@ class SQLiteDatabase:
                         "UPDATE lock_sequence SET last = last + 1 RETURNING last"
                     ).fetchall()[0][0]
                     conn.execute(
-                        "INSERT INTO locks (id, repo, path, owner, locked_at, seq) "
-                        "VALUES (?, ?, ?, ?, ?, ?)",
-                        (lock_id, repo, path, owner, locked_at, seq),
+                        f"INSERT INTO locks ({self._LOCK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (lock_id, repo, path, owner, owner_uid, locked_at, seq),
                     )
-                return Lock(lock_id, repo, path, owner, locked_at, seq), True
+                return Lock(lock_id, repo, path, owner, owner_uid, locked_at, seq), True
             except sqlite3.IntegrityError:
                 row = self.conn.execute(
                     f"{self._LOCK_SELECT} WHERE repo = ? AND path = ?", (repo, path)
@@ -360,8 +375,7 @@ class SQLiteDatabase:
         """Remove a lock; the removed lock, or None when there was none."""
         with self.transaction() as conn:
             rows = conn.execute(
-                "DELETE FROM locks WHERE repo = ? AND id = ? "
-                "RETURNING id, repo, path, owner, locked_at, seq",
+                f"DELETE FROM locks WHERE repo = ? AND id = ? RETURNING {self._LOCK_COLUMNS}",
                 (repo, lock_id),
             ).fetchall()
         return Lock(*rows[0]) if rows else None

@@ -258,7 +258,7 @@ def test_database_race_exactly_one_created(db: SQLiteDatabase) -> None:
 
     def attempt(i: int) -> None:
         barrier.wait()
-        _, created = db.create_lock(f"id{i}", REPO, "same.bin", f"user{i}", 0)
+        _, created = db.create_lock(f"id{i}", REPO, "same.bin", f"user{i}", 0, owner_uid=str(i))
         results.append(created)
 
     threads = [threading.Thread(target=attempt, args=(i,)) for i in range(10)]
@@ -444,9 +444,22 @@ def test_cursor_in_a_body_must_be_a_string(alice: Api, cursor: Any) -> None:
     assert_lfs_error(alice.verify(cursor=cursor), 422)
 
 
+def uid(db: SQLiteDatabase, name: str) -> str:
+    user = db.get_user(name)
+    assert user is not None
+    return user.uid
+
+
 def fill(db: SQLiteDatabase, count: int, owner: str = "alice", repo: str = REPO) -> None:
     for i in range(count):
-        db.create_lock(locks.new_lock_id(), repo, f"file{i:04}.bin", owner, 1_700_000_000 + i)
+        db.create_lock(
+            locks.new_lock_id(),
+            repo,
+            f"file{i:04}.bin",
+            owner,
+            1_700_000_000 + i,
+            owner_uid=uid(db, owner),
+        )
 
 
 def test_pages_cover_every_lock_once(db: SQLiteDatabase, alice: Api) -> None:
@@ -517,7 +530,7 @@ def test_a_deleted_sequence_number_is_never_reused(db: SQLiteDatabase, alice: Ap
 def test_verify_splits_ours_and_theirs_across_pages(db: SQLiteDatabase, alice: Api) -> None:
     for i in range(9):
         owner = "alice" if i % 3 == 0 else "bob"
-        db.create_lock(locks.new_lock_id(), REPO, f"f{i}.bin", owner, 0)
+        db.create_lock(locks.new_lock_id(), REPO, f"f{i}.bin", owner, 0, owner_uid=uid(db, owner))
     ours: list[str] = []
     theirs: list[str] = []
     cursor = None
@@ -540,7 +553,7 @@ def test_verify_splits_ours_and_theirs_across_pages(db: SQLiteDatabase, alice: A
 
 
 def test_locked_at_is_rfc3339_utc(db: SQLiteDatabase, alice: Api) -> None:
-    db.create_lock("fixed", REPO, "a.bin", "alice", 1_795_268_151)
+    db.create_lock("fixed", REPO, "a.bin", "alice", 1_795_268_151, owner_uid=uid(db, "alice"))
     assert alice.list().get_json()["locks"][0]["locked_at"] == "2026-11-21T13:35:51Z"
 
 
@@ -561,21 +574,21 @@ def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
     conn.close()
     db = SQLiteDatabase(path)
     assert db.schema_version() == len(MIGRATIONS) >= 2
-    lock, created = db.create_lock("x", REPO, "a.bin", "alice", 0)
+    lock, created = db.create_lock("x", REPO, "a.bin", "alice", 0, owner_uid="u")
     assert created and lock.seq == 1
 
 
 def test_the_schema_itself_refuses_a_second_lock_on_a_path(db: SQLiteDatabase) -> None:
-    db.create_lock("first", REPO, "a.bin", "alice", 0)
+    db.create_lock("first", REPO, "a.bin", "alice", 0, owner_uid=uid(db, "alice"))
     with pytest.raises(sqlite3.IntegrityError):
         db.conn.execute(
             "INSERT INTO locks (id, repo, path, owner, locked_at, seq) "
             "VALUES ('second', ?, 'a.bin', 'bob', 0, 99)",
             (REPO,),
         )
-    lock, created = db.create_lock("third", REPO, "a.bin", "bob", 0)
+    lock, created = db.create_lock("third", REPO, "a.bin", "bob", 0, owner_uid=uid(db, "bob"))
     assert (lock.id, lock.owner, created) == ("first", "alice", False)
-    assert db.create_lock("fourth", "team/other", "a.bin", "bob", 0)[1]
+    assert db.create_lock("fourth", "team/other", "a.bin", "bob", 0, owner_uid=uid(db, "bob"))[1]
 
 
 def run_cli(monkeypatch: pytest.MonkeyPatch, data_dir: Path, *argv: str) -> int:

@@ -155,7 +155,9 @@ def test_verify_failures_and_commits_are_counted(tmp_path: Path) -> None:
     def commit(payload: bytes, size: int) -> int:
         upload = tmp_dir / "upload-1"
         upload.write_bytes(payload)
-        token = signer.sign(Grant("t/r", oid, size, "upload", "anonymous", "write"), 2**31)
+        token = signer.sign(
+            Grant("t/r", oid, size, "upload", "anonymous", "anonymous", "write"), 2**31
+        )
         headers = {
             "Authorization": f"Bearer {token}",
             "X-LFS-Oid": oid,

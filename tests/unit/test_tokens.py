@@ -11,7 +11,8 @@ from lfs_server.tokens import Grant, TokenError, TokenSigner, key_id
 
 KEY = b"k" * 40
 OID = "a" * 64
-GRANT = Grant("team/proj", OID, 10, "download", "alice", "read")
+UID = "0f" * 16
+GRANT = Grant("team/proj", OID, 10, "download", "alice", UID, "read")
 
 
 def sign(signer: TokenSigner, grant: Grant = GRANT, ttl: int = 60) -> str:
@@ -61,7 +62,7 @@ def _b64(data: dict[str, object]) -> str:
 def test_tampered_payload() -> None:
     header, _, signature = sign(TokenSigner(KEY)).split(".")
     claims = {"repo": "other/repo", "oid": OID, "size": 10, "op": "download"}
-    claims |= {"sub": "alice", "right": "read", "iat": 1, "exp": int(time.time()) + 60}
+    claims |= {"sub": "alice", "uid": UID, "right": "read", "iat": 1, "exp": int(time.time()) + 60}
     with pytest.raises(TokenError):
         TokenSigner(KEY).verify(f"{header}.{_b64(claims)}.{signature}", "download", OID)
 
@@ -104,7 +105,7 @@ def test_signing_matches_pyjwt_byte_for_byte() -> None:
 
 
 def test_batch_signer_refuses_what_it_cannot_encode_safely() -> None:
-    batch = TokenSigner(KEY).for_batch("team/proj", "alice", "read", int(time.time()) + 60)
+    batch = TokenSigner(KEY).for_batch("team/proj", "alice", UID, "read", int(time.time()) + 60)
     assert TokenSigner(KEY).verify(batch.sign("download", OID, 10), "download", OID) == GRANT
     for op, oid, size in [("delete", OID, 1), ("download", 'a"b', 1), ("download", "é" * 64, 1)]:
         with pytest.raises(ValueError):
