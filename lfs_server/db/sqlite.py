@@ -13,7 +13,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from lfs_server.db.base import AccessToken, DatabaseError, Lock, RepoGrant, User
@@ -118,14 +118,30 @@ class SQLiteDatabase:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE .. COMMIT; on any failure, of the body or of COMMIT itself,
+        the write lock is released before the original error propagates."""
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            self._abort(conn)
             raise
-        conn.execute("COMMIT")
+
+    def _abort(self, conn: sqlite3.Connection) -> None:
+        """Roll back; should that fail too, drop the connection (closing rolls back).
+
+        A connection left inside BEGIN IMMEDIATE would hold the database's
+        write lock, and every writer of every worker would fail from then on.
+        """
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            self._local.conn = None
+            with suppress(sqlite3.Error):
+                conn.close()
 
     def _migrate(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
