@@ -11,6 +11,7 @@ from flask.json.provider import DefaultJSONProvider
 from lfs_server import apidoc, batch, health, locks, metrics, transfer
 from lfs_server.accounts import CredentialChecker
 from lfs_server.db import SQLiteDatabase
+from lfs_server.durable import fsync_new_dirs, make_dirs
 from lfs_server.errors import register_error_handlers
 from lfs_server.prehash import PREHASH_SOCKET_ENV
 from lfs_server.settings import Settings
@@ -37,8 +38,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__)
     app.config["LFS_SETTINGS"] = settings
     app.json = JSONProvider(app)
-    settings.upload_tmp_dir.mkdir(parents=True, exist_ok=True)
-    settings.objects_dir.mkdir(parents=True, exist_ok=True)
+    for directory in (settings.upload_tmp_dir, settings.objects_dir):
+        fsync_new_dirs(make_dirs(directory))
     # The launcher's Prehasher (see prehash.py), when there is one.
     prehash_socket = os.environ.get(PREHASH_SOCKET_ENV) or None
     app.extensions["lfs_store"] = LocalStore(

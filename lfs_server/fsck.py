@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import TextIO
 
 from lfs_server.cleanup import human_bytes
+from lfs_server.durable import fsync_dir, fsync_new_dirs, make_dirs
 from lfs_server.repos import normalize_repo
 from lfs_server.store import is_valid_oid
-from lfs_server.store.local import fsync_dir
 
 CHUNK = 1 << 20
 _HEX = frozenset("0123456789abcdef")
@@ -193,7 +193,7 @@ def _hash(path: Path, progress: Progress) -> tuple[str, os.stat_result]:
 def quarantine(data_dir: Path, entry: Entry, stamp: str) -> Path:
     """Move the file aside, keeping every byte: quarantine/<place>/<name>.<stamp>."""
     target_dir = data_dir / "quarantine" / entry.quarantine_dir
-    target_dir.mkdir(parents=True, exist_ok=True)
+    new_dirs = make_dirs(target_dir)
     target = target_dir / f"{entry.path.name}.{stamp}"
     serial = 1
     while os.path.lexists(target):
@@ -208,6 +208,7 @@ def quarantine(data_dir: Path, entry: Entry, stamp: str) -> Path:
         os.unlink(entry.path)
     fsync_dir(target_dir)
     fsync_dir(entry.path.parent)
+    fsync_new_dirs(new_dirs)
     return target
 
 

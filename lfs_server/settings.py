@@ -8,13 +8,17 @@ one clear line instead of a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
 import secrets
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from lfs_server.durable import fsync_dir
 
 MIN_SECRET_BYTES = 32
 ANONYMOUS_MODES = ("none", "read", "write")
@@ -148,6 +152,8 @@ def readable_file(name: str, raw: str) -> Path | None:
 
 
 def check_secret(name: str, secret: str) -> bytes:
+    if not secret.strip():
+        raise SettingsError(f"{name}: is only whitespace; unset it to have a key generated")
     key = secret.encode()
     if len(key) < MIN_SECRET_BYTES:
         raise SettingsError(
@@ -288,17 +294,40 @@ def admin_password_from(env: Mapping[str, str], admin_user: str) -> str:
 def load_or_create_secret(data_dir: Path) -> bytes:
     """Keep a generated key in the data dir (0600) so tokens survive restarts."""
     path = data_dir / "secret.key"
+    name = f"LFS_SECRET_KEY (from {path.name} in LFS_DATA_DIR)"
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
         if not path.exists():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as out:
-                out.write(secrets.token_urlsafe(48))
-        key = path.read_text().strip()
-    except FileExistsError:
+            write_new_secret(path)
         key = path.read_text().strip()
     except OSError as exc:
         raise SettingsError(
             f"LFS_DATA_DIR: cannot create or read the secret key ({exc.strerror})"
         ) from None
-    return check_secret(f"LFS_SECRET_KEY (from {path.name} in LFS_DATA_DIR)", key)
+    if not key:
+        raise SettingsError(
+            f"{name}: the file is empty or only whitespace; remove it to have a new key "
+            "generated (transfer URLs signed with the lost key then fail) or set LFS_SECRET_KEY"
+        )
+    return check_secret(name, key)
+
+
+def write_new_secret(path: Path) -> None:
+    """Write a fresh key to `path` atomically, unless another process got there first.
+
+    The key is written and fsynced under a temporary name, then hard-linked
+    into place: the link fails rather than replace a key a concurrent start
+    just wrote, and a crash leaves either no key or a whole one (at worst a
+    stray temp file, which nothing reads).
+    """
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(48))
+            out.flush()
+            os.fsync(out.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(temp, path)
+    finally:
+        os.unlink(temp)
+    fsync_dir(path.parent)

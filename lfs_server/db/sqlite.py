@@ -112,7 +112,9 @@ class SQLiteDatabase:
             conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
             conn.execute("PRAGMA busy_timeout = 10000")
             conn.execute("PRAGMA foreign_keys = ON")
-            conn.execute("PRAGMA synchronous = NORMAL")
+            # The WAL is fsynced at every commit: an acknowledged grant, token or lock
+            # survives a power loss (NORMAL could lose the last commits).
+            conn.execute("PRAGMA synchronous = FULL")
             self._local.conn = conn
         return conn
 

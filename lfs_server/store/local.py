@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 from typing import BinaryIO
 
+from lfs_server.durable import fsync_dir, fsync_new_dirs, make_dirs
 from lfs_server.prehash import ask_digest
 from lfs_server.store.base import CommitError, is_valid_oid
 
@@ -79,12 +80,13 @@ class LocalStore:
                     raise CommitError(
                         422, "SHA-256 of the uploaded data does not match the oid", "sha256"
                     )
-            final.parent.mkdir(parents=True, exist_ok=True)
+            new_dirs = make_dirs(final.parent)
             try:
                 os.link(upload, final)
             except FileExistsError:
                 return False
             fsync_dir(final.parent)
+            fsync_new_dirs(new_dirs)
             return True
         except CommitError:
             raise
@@ -130,12 +132,3 @@ def _hash_while_flushing(src: BinaryIO) -> str:
     if failed:
         raise failed[0]
     return digest
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a new directory entry (a link, a rename) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
