@@ -1,18 +1,43 @@
-"""`/healthz`: 200 only when the app answers and the store can take objects."""
+"""`/healthz`: 200 only when the database answers, the store can take objects
+and the launcher's Prehasher (when there is one) runs.
+
+Every check is read-only, so a probe every few seconds writes nothing.
+"""
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, current_app
 
-from lfs_server.errors import error_response, lfs_json
+from lfs_server.errors import lfs_json
+
+OK = "ok"
 
 bp = Blueprint("health", __name__)
 
 
+def run_checks() -> dict[str, str]:
+    """Each check's name and "ok", or a short fixed reason (never a path)."""
+    return {"database": _database(), **current_app.extensions["lfs_store"].health()}
+
+
+def _database() -> str:
+    try:
+        current_app.extensions["lfs_db"].schema_version()  # a read of the file's header
+    except Exception:  # whatever the backend raises, it did not answer
+        current_app.logger.exception("health check: the database did not answer")
+        return "not answering"
+    return OK
+
+
 @bp.get("/healthz")
 def healthz() -> Response:
-    try:
-        current_app.extensions["lfs_store"].check_writable()
-    except OSError:
-        return error_response(503, "object store is not writable")
-    return lfs_json({"status": "ok"})
+    checks = run_checks()
+    failed = [f"{name} {state}" for name, state in checks.items() if state != OK]
+    if failed:
+        body = {
+            "message": f"unhealthy: {', '.join(failed)}",
+            "status": "unhealthy",
+            "checks": checks,
+        }
+        return lfs_json(body, 503)
+    return lfs_json({"status": OK, "checks": checks})

@@ -26,6 +26,11 @@ What is counted (names as exposed; counters carry the `_total` suffix):
   their `size` or `sha256` did not match the signed token.
 - `lfs_batch_duration_seconds`: histogram of the app's time per batch request
   (every batch request, whatever its answer).
+- `lfs_healthy{check}`: 1 when that check of `/healthz` (database, store,
+  prehasher) passes, else 0, as the scrape itself finds it: the worker that
+  answers runs the checks, and the most recent value of a live worker wins.
+  The Prehasher lives in the launcher, outside every worker; this is how a
+  dead Prehasher thread shows.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -47,6 +53,7 @@ from werkzeug.datastructures import Range
 
 from lfs_server.auth import client_address, current_user
 from lfs_server.errors import LFSError
+from lfs_server.health import OK, run_checks
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Read once, like prometheus_client itself: it picks its value store at import.
@@ -76,6 +83,12 @@ BATCH_SECONDS = Histogram(
     "lfs_batch_duration_seconds",
     "Time the app spent answering a batch request",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+HEALTHY = Gauge(
+    "lfs_healthy",
+    "1 when the /healthz check passes at scrape time, else 0",
+    ["check"],
+    multiprocess_mode="livemostrecent",
 )
 for _reason in VERIFY_REASONS:
     VERIFY_FAILURES.labels(_reason)  # exported as 0 from the start, so rate() works
@@ -161,6 +174,8 @@ def check_access(mode: str) -> None:
 @bp.get("/metrics")
 def metrics() -> Response:
     check_access(current_app.config["LFS_SETTINGS"].metrics)
+    for check, state in run_checks().items():
+        HEALTHY.labels(check).set(1 if state == OK else 0)
     if MULTIPROCESS:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

@@ -12,6 +12,14 @@ dir (one JSON line each way). The answer is only an optimisation: the store
 still compares the digest with the oid, and computes it itself whenever the
 Prehasher is not there, does not know the file, or fails. Only nginx's temp
 files (all-digit names) are followed; they are read, never written.
+
+A digest is tied to a file, not to a name: the store sends the device,
+inode and size of the descriptor it opened (and later links from), and gets
+an answer only when the Prehasher's own descriptor is that same file at that
+size. Should one of the Prehasher's two threads die, it says so to a
+`{"ping": true}` request (`/healthz` and the metrics ask), answers no
+digest requests (a dead accept loop closes the socket, so a request fails at
+once instead of waiting CLIENT_TIMEOUT), and the app hashes uploads itself.
 """
 
 from __future__ import annotations
@@ -22,8 +30,11 @@ import hashlib
 import json
 import os
 import socket
+import sys
 import threading
 import time
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +46,9 @@ CHUNK = 4 << 20
 # starve the others.
 PER_PASS = 64 << 20
 CLIENT_TIMEOUT = 30.0
+# A ping is answered without touching any file: a slow answer means trouble.
+PING_TIMEOUT = 2.0
+THREADS = ("follow", "accept")
 SYNC_FILE_RANGE_WRITE = 2
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -48,21 +62,23 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
 @dataclass
 class _Followed:
     fd: int
+    device: int
     inode: int
     digest: hashlib._Hash = field(default_factory=hashlib.sha256)
     offset: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def open(cls, path: str, inode: int) -> _Followed | None:
+    def open(cls, path: str, seen: os.stat_result) -> _Followed | None:
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             return None
-        if os.fstat(fd).st_ino != inode:  # replaced between scandir and open
+        info = os.fstat(fd)
+        if (info.st_dev, info.st_ino) != (seen.st_dev, seen.st_ino):  # replaced since scandir
             os.close(fd)
             return None
-        return cls(fd, inode)
+        return cls(fd, info.st_dev, info.st_ino)
 
     def close(self) -> None:
         """Waits for a reader, so a closed (and maybe reused) fd is never read."""
@@ -94,18 +110,50 @@ class Prehasher:
         self._files_lock = threading.Lock()
         self._stopping = threading.Event()
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._threads: dict[str, threading.Thread] = {}
+        # Follow passes completed: lets a caller wait until the loop has looked.
+        self.passes = 0
 
     def start(self) -> None:
         self._listener.bind(str(self.socket_path))
         self._listener.listen(64)
-        for target in (self._follow_loop, self._accept_loop):
-            threading.Thread(target=target, name=f"prehash-{target.__name__}", daemon=True).start()
+        for name, loop in zip(THREADS, (self._follow_loop, self._accept_loop), strict=True):
+            thread = threading.Thread(
+                target=self._run, args=(name, loop), name=f"prehash-{name}", daemon=True
+            )
+            self._threads[name] = thread
+            thread.start()
+
+    def alive(self) -> dict[str, bool]:
+        """Whether each of the two threads still runs."""
+        return {name: self._threads[name].is_alive() for name in THREADS if name in self._threads}
+
+    def _run(self, name: str, loop: Callable[[], None]) -> None:
+        """Run a loop; should it die, say so and stop promising anything."""
+        try:
+            loop()
+        except BaseException:
+            if not self._stopping.is_set():
+                print(
+                    f"lfs-server: the Prehasher's {name} loop died; uploads are hashed "
+                    f"by the app from now on:\n{traceback.format_exc()}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            if name == "accept":
+                with contextlib.suppress(OSError):
+                    self._listener.close()  # requests fail at once instead of timing out
+            else:
+                self._forget_all()  # nginx's removed temp files must not stay open
 
     def stop(self) -> None:
         self._stopping.set()
         with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
+        self._forget_all()
+
+    def _forget_all(self) -> None:
         with self._files_lock:
             for followed in self._files.values():
                 followed.close()
@@ -117,6 +165,7 @@ class Prehasher:
         while not self._stopping.is_set():
             with contextlib.suppress(OSError):  # a file vanished mid-read: next pass
                 self._follow_once()
+            self.passes += 1
             time.sleep(POLL_SECONDS)
 
     def _follow_once(self) -> None:
@@ -129,10 +178,11 @@ class Prehasher:
         with self._files_lock:
             for path in list(self._files):
                 info = sizes.get(path)
-                if info is None or info.st_ino != self._files[path].inode:
+                followed = self._files[path]
+                if info is None or (info.st_dev, info.st_ino) != (followed.device, followed.inode):
                     self._files.pop(path).close()
             for path, info in sizes.items():
-                followed = self._files.get(path) or _Followed.open(path, info.st_ino)
+                followed = self._files.get(path) or _Followed.open(path, info)
                 if followed is not None:
                     self._files[path] = followed
                     work.append((followed, info.st_size))
@@ -146,8 +196,14 @@ class Prehasher:
 
     # answering
 
-    def digest(self, path: str, size: int) -> str | None:
-        """SHA-256 of the first `size` bytes of a followed file, or None."""
+    def digest(self, path: str, size: int, device: int, inode: int) -> str | None:
+        """SHA-256 of a followed file, or None.
+
+        Only when the file followed under `path` is the one the asker has open
+        (same device and inode) and now holds exactly `size` bytes.
+        """
+        if not self.alive().get("follow"):
+            return None
         with self._files_lock:
             followed = self._files.get(path)
         if followed is None:
@@ -156,7 +212,7 @@ class Prehasher:
             if followed.fd < 0:
                 return None
             info = os.fstat(followed.fd)
-            if info.st_size != size or os.stat(path).st_ino != followed.inode:
+            if (info.st_dev, info.st_ino, info.st_size) != (device, inode, size):
                 return None
             followed.advance(size)
             return followed.digest.hexdigest() if followed.offset == size else None
@@ -166,32 +222,59 @@ class Prehasher:
             try:
                 conn, _ = self._listener.accept()
             except OSError:
-                return
+                if self._stopping.is_set():
+                    return
+                time.sleep(POLL_SECONDS)  # out of descriptors or memory for now: again
+                continue
             threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
 
     def _answer(self, conn: socket.socket) -> None:
         with conn, conn.makefile("rwb") as stream:
             try:
                 request = json.loads(stream.readline())
-                sha256 = self.digest(str(request["path"]), int(request["size"]))
-            except (OSError, ValueError, KeyError, TypeError):
-                sha256 = None
+                if request.get("ping") is True:
+                    answer: dict[str, object] = self.alive()
+                else:
+                    fields = (int(request[key]) for key in ("size", "dev", "ino"))
+                    answer = {"sha256": self.digest(str(request["path"]), *fields)}
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                answer = {"sha256": None}
             with contextlib.suppress(OSError):
-                stream.write(json.dumps({"sha256": sha256}).encode() + b"\n")
+                stream.write(json.dumps(answer).encode() + b"\n")
                 stream.flush()
 
 
-def ask_digest(socket_path: str, upload: Path, size: int) -> str | None:
-    """The Prehasher's digest of an upload, or None when it cannot give one."""
+def _request(socket_path: str, request: dict[str, object], timeout: float) -> object:
+    """Send one JSON line, read one back; None when there is no answer."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.settimeout(CLIENT_TIMEOUT)
+            conn.settimeout(timeout)
             conn.connect(socket_path)
             with conn.makefile("rwb") as stream:
-                stream.write(json.dumps({"path": str(upload), "size": size}).encode() + b"\n")
+                stream.write(json.dumps(request).encode() + b"\n")
                 stream.flush()
-                answer = json.loads(stream.readline())
+                return json.loads(stream.readline())
     except (OSError, ValueError):
         return None
+
+
+def ask_digest(socket_path: str, upload: Path, opened: os.stat_result) -> str | None:
+    """The Prehasher's digest of the upload open with fstat `opened`, or None."""
+    request = {
+        "path": str(upload),
+        "size": opened.st_size,
+        "dev": opened.st_dev,
+        "ino": opened.st_ino,
+    }
+    answer = _request(socket_path, request, CLIENT_TIMEOUT)
     sha256 = answer.get("sha256") if isinstance(answer, dict) else None
     return sha256 if isinstance(sha256, str) else None
+
+
+def ping(socket_path: str) -> str:
+    """What is wrong with the Prehasher at `socket_path`, or "ok"."""
+    answer = _request(socket_path, {"ping": True}, PING_TIMEOUT)
+    if not isinstance(answer, dict):
+        return "not answering"
+    dead = [name for name in THREADS if answer.get(name) is not True]
+    return f"{' and '.join(dead)} loop stopped" if dead else "ok"

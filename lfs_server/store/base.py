@@ -49,8 +49,8 @@ class ObjectStore(Protocol):
     def internal_uri(self, repo: str, oid: str) -> str:
         """The internal nginx URI that serves the object's bytes."""
 
-    def check_writable(self) -> None:
-        """Raise OSError when new objects cannot be stored."""
+    def health(self) -> dict[str, str]:
+        """Checks by name, each "ok" or a short reason; they must write nothing."""
 
     def free_space(self) -> int | None:
         """Bytes new uploads may still fill, or None when the backend cannot tell."""

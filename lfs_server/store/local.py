@@ -10,13 +10,12 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import BinaryIO
 
 from lfs_server.durable import fsync_dir, fsync_new_dirs, make_dirs
-from lfs_server.prehash import ask_digest
+from lfs_server.prehash import ask_digest, ping
 from lfs_server.store.base import CommitError, is_valid_oid
 
 INTERNAL_PREFIX = "/.lfs-internal/objects/"
@@ -50,10 +49,30 @@ class LocalStore:
     def internal_uri(self, repo: str, oid: str) -> str:
         return INTERNAL_PREFIX + self._relative(repo, oid)
 
-    def check_writable(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=self.upload_tmp_dir, prefix="healthz-"):
-            pass
+    def health(self) -> dict[str, str]:
+        checks = {"store": self._writable()}
+        if self.prehash_socket:
+            checks["prehasher"] = ping(self.prehash_socket)
+        return checks
+
+    def _writable(self) -> str:
+        """Whether uploads can be stored, judged without writing anything.
+
+        A write error only a real write meets (a failing disk, a quota, a
+        security module's veto) is not seen here; uploads still report it.
+        """
+        for folder in (self.upload_tmp_dir, self.root):
+            if not os.access(folder, os.W_OK | os.X_OK):  # also false on a read-only mount
+                return "not writable"
+        try:
+            info = os.statvfs(self.upload_tmp_dir)
+        except OSError:
+            return "not writable"
+        if info.f_bavail * info.f_frsize <= RESERVED_BYTES:
+            return "full"
+        if info.f_files and not info.f_favail:  # f_files is 0 where inodes are unlimited
+            return "out of inodes"
+        return "ok"
 
     def free_space(self) -> int | None:
         # Where nginx writes upload bodies: the same filesystem as the objects.
@@ -69,22 +88,22 @@ class LocalStore:
             return False
         try:
             with open(upload, "rb") as src:
-                actual_size = os.fstat(src.fileno()).st_size
-                if actual_size != size:
+                opened = os.fstat(src.fileno())
+                if opened.st_size != size:
                     raise CommitError(
                         422,
-                        f"size mismatch: expected {size} bytes, received {actual_size}",
+                        f"size mismatch: expected {size} bytes, received {opened.st_size}",
                         "size",
                     )
-                if self._digest(src, upload, size) != oid:
+                if self._digest(src, upload, opened) != oid:
                     raise CommitError(
                         422, "SHA-256 of the uploaded data does not match the oid", "sha256"
                     )
-            new_dirs = make_dirs(final.parent)
-            try:
-                os.link(upload, final)
-            except FileExistsError:
-                return False
+                new_dirs = make_dirs(final.parent)
+                try:
+                    link_open_file(src.fileno(), upload, final)
+                except FileExistsError:
+                    return False
             fsync_dir(final.parent)
             fsync_new_dirs(new_dirs)
             return True
@@ -95,14 +114,15 @@ class LocalStore:
                 raise CommitError(507, "insufficient storage on the server") from None
             raise CommitError(500, "could not store the object") from None
 
-    def _digest(self, src: BinaryIO, upload: Path, size: int) -> str:
-        """SHA-256 of the upload, which is also fsynced when this returns.
+    def _digest(self, src: BinaryIO, upload: Path, opened: os.stat_result) -> str:
+        """SHA-256 of the upload open as `src`, which is also fsynced when this returns.
 
-        The launcher's Prehasher has usually hashed it while nginx wrote it
-        (and started its writeback); otherwise it is hashed here.
+        The launcher's Prehasher has usually hashed that very file (the
+        device and inode of `opened`) while nginx wrote it, and started its
+        writeback; otherwise it is hashed here.
         """
         if self.prehash_socket:
-            digest = ask_digest(self.prehash_socket, upload, size)
+            digest = ask_digest(self.prehash_socket, upload, opened)
             if digest is not None:
                 os.fsync(src.fileno())
                 return digest
@@ -132,3 +152,26 @@ def _hash_while_flushing(src: BinaryIO) -> str:
     if failed:
         raise failed[0]
     return digest
+
+
+def link_open_file(fd: int, upload: Path, final: Path) -> None:
+    """Hard-link the file open as `fd` (not whatever `upload` names now) as `final`.
+
+    linkat(2) of /proc/self/fd/N with AT_SYMLINK_FOLLOW links the inode the
+    descriptor holds, without privileges, so a file swapped in under the temp
+    name after the check can never become the object. Without /proc the name
+    is linked, as long as it still names the open file.
+    """
+    # With a directory fd Python calls linkat(2); without, link(2), which never follows.
+    dir_fd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            os.link(f"/proc/self/fd/{fd}", final.name, dst_dir_fd=dir_fd, follow_symlinks=True)
+        except FileNotFoundError:
+            if os.path.isdir("/proc/self/fd") or not os.path.samestat(
+                os.stat(upload), os.fstat(fd)
+            ):
+                raise  # the open file has no name left, or the name is another file's now
+            os.link(upload, final.name, dst_dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
