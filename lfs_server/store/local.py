@@ -173,5 +173,7 @@ def link_open_file(fd: int, upload: Path, final: Path) -> None:
             ):
                 raise  # the open file has no name left, or the name is another file's now
             os.link(upload, final.name, dst_dir_fd=dir_fd)
+    except OSError as exc:  # named by the real paths, not /proc/self/fd/N and a bare name
+        raise OSError(exc.errno, exc.strerror, str(upload), None, str(final)) from None
     finally:
         os.close(dir_fd)

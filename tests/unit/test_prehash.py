@@ -189,6 +189,16 @@ def test_the_store_links_the_file_it_checked_not_what_the_name_holds_later(
         assert store.size("r", oid) is None
 
 
+def test_a_failed_link_names_the_real_paths(tmp_path: Path) -> None:
+    upload, final = tmp_path / "0000000013", tmp_path / "object"
+    upload.write_bytes(b"gone before the link")
+    with open(upload, "rb") as src:
+        upload.unlink()
+        with pytest.raises(FileNotFoundError) as caught:
+            local_store.link_open_file(src.fileno(), upload, final)
+    assert (caught.value.filename, caught.value.filename2) == (str(upload), str(final))
+
+
 def test_without_proc_the_name_is_linked_only_while_it_names_the_open_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
