@@ -13,6 +13,7 @@ from lfs_server.accounts import CredentialChecker
 from lfs_server.db import SQLiteDatabase
 from lfs_server.durable import fsync_new_dirs, make_dirs
 from lfs_server.errors import register_error_handlers
+from lfs_server.jsonbody import require_json_post
 from lfs_server.prehash import PREHASH_SOCKET_ENV
 from lfs_server.settings import Settings
 from lfs_server.store import LocalStore
@@ -52,5 +53,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     for blueprint in (health.bp, apidoc.bp, transfer.bp, batch.bp, locks.bp):
         app.register_blueprint(blueprint)
     metrics.init_app(app)
+    app.before_request(require_json_post)
     register_error_handlers(app)
     return app

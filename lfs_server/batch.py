@@ -7,10 +7,11 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app
 
 from lfs_server.auth import Caller, require
 from lfs_server.errors import LFS_MEDIA_TYPE, LFSError
+from lfs_server.jsonbody import read_json_object
 from lfs_server.repos import normalize_repo
 from lfs_server.store import ObjectStore, is_valid_oid
 from lfs_server.tokens import TokenSigner
@@ -27,13 +28,6 @@ def repo_from_path(raw: str) -> str:
     if repo is None:
         raise LFSError(404, "repository not found: invalid repository name")
     return repo
-
-
-def read_json_object() -> dict[str, Any]:
-    body = request.get_json(force=True, silent=True)
-    if not isinstance(body, dict):
-        raise LFSError(422, "request body must be a JSON object")
-    return body
 
 
 @bp.post("/<path:repo_path>/info/lfs/objects/batch")

@@ -44,6 +44,7 @@ from lfs_server.auth import require
 from lfs_server.batch import repo_from_path, rfc3339
 from lfs_server.db import Database, DatabaseError, Lock
 from lfs_server.errors import LFSError, lfs_json
+from lfs_server.jsonbody import read_json_object
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -104,9 +105,7 @@ def _json_body() -> dict[str, Any]:
     """The request's JSON object; an empty body counts as {}."""
     if not request.get_data(cache=True).strip():
         return {}
-    body = request.get_json(force=True, silent=True)
-    if not isinstance(body, dict):
-        raise LFSError(422, "request body must be a JSON object")
+    body = read_json_object()
     ref = body.get("ref")
     if ref is not None and not (isinstance(ref, dict) and isinstance(ref.get("name", ""), str)):
         raise LFSError(422, "ref must be an object with a string name")

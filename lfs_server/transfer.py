@@ -16,6 +16,7 @@ from lfs_server import metrics
 from lfs_server.access import level
 from lfs_server.auth import still_allowed
 from lfs_server.errors import LFSError, lfs_json
+from lfs_server.jsonbody import read_json_object
 from lfs_server.store import CommitError, ObjectStore, is_valid_oid
 from lfs_server.tokens import Grant, TokenError, TokenSigner
 
@@ -111,9 +112,7 @@ def download(oid: str) -> Response:
 
 @bp.post("/.lfs/verify")
 def verify() -> Response:
-    body = request.get_json(force=True, silent=True)
-    if not isinstance(body, dict):
-        raise LFSError(422, "request body must be a JSON object with oid and size")
+    body = read_json_object("request body must be a JSON object with oid and size")
     oid = body.get("oid")
     grant = check_token("verify", oid if isinstance(oid, str) else None)
     if body.get("size") != grant.size:
