@@ -63,11 +63,20 @@ def _upload_grant() -> Grant:
 
 @bp.get("/.lfs-internal/upload-auth")
 def upload_auth() -> Response:
-    """nginx's auth_request: only the status and X-LFS-Error reach the client."""
+    """nginx's auth_request: only the status and X-LFS-Error reach the client.
+
+    auth_request passes on 2xx, 401 and 403 only and turns anything else
+    into 500; nginx's @e500 gives 411 and 507 back their own status.
+    """
     try:
         grant = _upload_grant()
+        # A body without Content-Length (chunked) could stream far past the
+        # token's size before the commit saw it; nginx refuses a request with
+        # both Content-Length and Transfer-Encoding itself (400).
         declared = request.headers.get("X-LFS-Content-Length", "")
-        if declared and declared != str(grant.size):
+        if not declared:
+            raise LFSError(411, f"Content-Length required: the object size, {grant.size} bytes")
+        if declared != str(grant.size):
             raise LFSError(403, f"Content-Length must be the object size, {grant.size} bytes")
         # Refuse before the body rather than let nginx fail mid-way with a 500;
         # nginx turns this 507 (and a write failure after it) into a 507 answer.

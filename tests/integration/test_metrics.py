@@ -233,20 +233,21 @@ def test_upload_verify_failures_are_counted(stack: Stack) -> None:
     # Right size, wrong bytes: the SHA-256 check at commit refuses it.
     wrong = put_action(actions["upload"], os.urandom(len(data)))
     assert_lfs_error(wrong, 422, stack)
-    # Chunked, so nginx cannot compare a Content-Length: the size check does.
+    # Chunked, so no Content-Length: refused before the body, never committed.
     short = requests.put(
         actions["upload"]["href"],
         data=iter([data[:1000]]),
         headers=actions["upload"]["header"],
         timeout=30,
     )
-    assert_lfs_error(short, 422, stack)
+    assert_lfs_error(short, 411, stack)
     for _ in range(SCRAPES):
         after = scrape(stack)
-        for reason in ("sha256", "size"):
+        for reason, expected in (("sha256", 1), ("size", 0)):
             failures = value(after, "lfs_upload_verify_failures_total", reason=reason)
             assert (
-                failures - value(before, "lfs_upload_verify_failures_total", reason=reason) == 1
+                failures - value(before, "lfs_upload_verify_failures_total", reason=reason)
+                == expected
             ), reason
         assert value(after, "lfs_objects_stored_total") == value(before, "lfs_objects_stored_total")
         assert value(after, "lfs_upload_bytes_total") == value(before, "lfs_upload_bytes_total")

@@ -111,7 +111,7 @@ def test_wrong_hash_is_422_and_nothing_is_stored(stack: Stack) -> None:
     assert verify_post(actions["verify"], data).status_code == 200
 
 
-def test_chunked_body_of_the_wrong_size_is_422(stack: Stack) -> None:
+def test_chunked_body_is_refused_with_411(stack: Stack) -> None:
     data = os.urandom(50_000)
     actions = actions_for(stack, REPO, "upload", data)
 
@@ -119,23 +119,19 @@ def test_chunked_body_of_the_wrong_size_is_422(stack: Stack) -> None:
         yield payload[:20_000]
         yield payload[20_000:]
 
-    # requests sends a generator body chunked, without Content-Length.
-    for body in (data[:-1], data + b"x"):
+    # requests sends a generator body chunked, without Content-Length: the
+    # size is unknown before the body, so even the right bytes are refused.
+    for body in (data[:-1], data + b"x", data):
         response = requests.put(
             actions["upload"]["href"],
             data=chunks(body),
             headers=actions["upload"]["header"],
             timeout=30,
         )
-        assert_lfs_error(response, 422, stack)
+        assert_lfs_error(response, 411, stack)
         assert_not_stored(stack, data)
     assert wait_until(lambda: tmp_is_empty(stack)), stack.upload_tmp_files()
-    response = requests.put(
-        actions["upload"]["href"],
-        data=chunks(data),
-        headers=actions["upload"]["header"],
-        timeout=30,
-    )
+    response = put_action(actions["upload"], data)
     assert response.status_code == 200, response.text
     assert_stored_once(stack, data)
 
@@ -190,7 +186,7 @@ def test_nginx_refuses_bodies_over_the_limit_with_413(small_stack: Stack) -> Non
         status, headers, body = read_response_head(sock, timeout=5)
     assert_raw_lfs_error(status, headers, body, 413, small_stack)
 
-    # Chunked, so nginx only learns the size while reading: still 413.
+    # Chunked, so no size before the body: refused with 411 before it is read.
     def chunks() -> Iterator[bytes]:
         for _ in range(5):
             yield at_limit[: SMALL_LIMIT // 4]
@@ -205,7 +201,7 @@ def test_nginx_refuses_bodies_over_the_limit_with_413(small_stack: Stack) -> Non
     except requests.ConnectionError:
         pass  # nginx may close while the client still sends: also a refusal
     else:
-        assert_lfs_error(response, 413, small_stack)
+        assert_lfs_error(response, 411, small_stack)
     assert wait_until(lambda: tmp_is_empty(small_stack)), small_stack.upload_tmp_files()
     assert stored_copies(small_stack, big_oid) == []
     assert_not_stored(small_stack, at_limit)
