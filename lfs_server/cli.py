@@ -101,7 +101,13 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace, settings: Settings) -> int:
+    from lfs_server.serve import LaunchError, prepare_data_dir
+
     SQLiteDatabase(settings.database_path)
+    try:
+        prepare_data_dir(settings)
+    except LaunchError as exc:
+        raise CommandError(str(exc)) from None
     print(f"lfs-server: configuration is valid; serving {settings.public_url}")
     return 0
 
@@ -278,7 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     add("serve", cmd_serve, "run nginx and gunicorn in the foreground")
-    add("check-config", cmd_check_config, "validate the settings and the database, then exit")
+    add(
+        "check-config",
+        cmd_check_config,
+        "validate the settings, the database and the data dir, then exit",
+    )
 
     user = add("user", cmd_user, "add, list, remove users or change a password")
     user.add_argument("action", choices=["add", "list", "remove", "passwd"])

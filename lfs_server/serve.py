@@ -24,6 +24,7 @@ from pathlib import Path
 from lfs_server import cleanup, nginx_conf
 from lfs_server.prehash import PREHASH_SOCKET_ENV, Prehasher
 from lfs_server.settings import Settings
+from lfs_server.store.local import LinkCheckError, check_hard_links
 
 STOP_GRACE_SECONDS = 6.0
 START_TIMEOUT_SECONDS = 30.0
@@ -60,6 +61,16 @@ def check_port_free(settings: Settings) -> None:
             raise LaunchError(
                 f"LFS_LISTEN: cannot listen on that address ({exc.strerror})"
             ) from None
+
+
+def prepare_data_dir(settings: Settings) -> None:
+    """Create the store's folders; refuse them when uploads cannot be linked into place."""
+    for path in (settings.objects_dir, settings.upload_tmp_dir):
+        path.mkdir(parents=True, exist_ok=True)
+    try:
+        check_hard_links(settings.upload_tmp_dir, settings.objects_dir)
+    except LinkCheckError as exc:
+        raise LaunchError(f"LFS_DATA_DIR: {exc}") from None
 
 
 def sweep_stale_uploads(settings: Settings) -> None:
@@ -277,10 +288,9 @@ def announce(settings: Settings) -> None:
 
 
 def serve(settings: Settings) -> int:
-    for path in (settings.objects_dir, settings.upload_tmp_dir):
-        path.mkdir(parents=True, exist_ok=True)
-    sweep_stale_uploads(settings)
     try:
+        prepare_data_dir(settings)
+        sweep_stale_uploads(settings)
         return Supervisor(settings).run()
     except LaunchError as exc:
         print(f"lfs-server: {exc}", file=sys.stderr)

@@ -78,8 +78,8 @@ def upload_auth() -> Response:
             raise LFSError(411, f"Content-Length required: the object size, {grant.size} bytes")
         if declared != str(grant.size):
             raise LFSError(403, f"Content-Length must be the object size, {grant.size} bytes")
-        # Refuse before the body rather than let nginx fail mid-way with a 500;
-        # nginx turns this 507 (and a write failure after it) into a 507 answer.
+        # Refuse before the body rather than let nginx fail mid-way; should
+        # writing the body fail all the same, upload_failed() answers.
         room = _store().free_space()
         if room is not None and grant.size > room:
             raise LFSError(507, INSUFFICIENT_STORAGE)
@@ -88,6 +88,25 @@ def upload_auth() -> Response:
         exc.headers["X-LFS-Error"] = exc.message.replace('"', "'").replace("\\", "/")
         raise
     return Response(status=204)
+
+
+@bp.get("/.lfs-internal/upload-failed")
+def upload_failed() -> Response:
+    """nginx's error page for an upload whose body it could not write after upload-auth passed.
+
+    nginx knows only that the write failed; the errno is in its error log.
+    A full disk (ENOSPC) leaves less free space than the object needs (its
+    partial temp file still holds what was written), so the store's free
+    space decides: 507 when the object does not fit, else a plain 500 that
+    the client retries. Quotas (EDQUOT) do not show in the free space: an
+    upload over its quota gets the 500.
+    """
+    declared = request.headers.get("X-LFS-Content-Length", "")
+    size = int(declared) if declared.isdigit() else 0
+    room = _store().free_space()
+    if room is not None and (room == 0 or room < size):
+        raise LFSError(507, INSUFFICIENT_STORAGE)
+    raise LFSError(500, "could not write the upload; try again")
 
 
 @bp.post("/.lfs-internal/upload-commit")

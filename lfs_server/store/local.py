@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
+import tempfile
 import threading
 from pathlib import Path
 from typing import BinaryIO
@@ -22,6 +24,8 @@ INTERNAL_PREFIX = "/.lfs-internal/objects/"
 # Kept free for what else lives on the data filesystem: fan-out folders,
 # the database and its WAL. Uploads that would eat into it are refused (507).
 RESERVED_BYTES = 1 << 20
+
+log = logging.getLogger(__name__)
 
 
 class LocalStore:
@@ -80,6 +84,8 @@ class LocalStore:
             info = os.statvfs(self.upload_tmp_dir)
         except OSError:
             return None
+        if info.f_files and not info.f_favail:
+            return 0  # no inode left: not even an empty object can be stored
         return max(0, info.f_bavail * info.f_frsize - RESERVED_BYTES)
 
     def commit(self, repo: str, oid: str, size: int, upload: Path) -> bool:
@@ -110,6 +116,16 @@ class LocalStore:
         except CommitError:
             raise
         except OSError as exc:
+            # The client learns only the status; the cause and the paths go
+            # to the server log.
+            log.error(
+                "lfs-server: could not store object %s of %s: %s (%s) on %s",
+                oid,
+                repo,
+                errno.errorcode.get(exc.errno or 0, exc.errno),
+                exc.strerror,
+                " -> ".join(str(name) for name in (exc.filename, exc.filename2) if name) or upload,
+            )
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise CommitError(507, "insufficient storage on the server") from None
             raise CommitError(500, "could not store the object") from None
@@ -152,6 +168,40 @@ def _hash_while_flushing(src: BinaryIO) -> str:
     if failed:
         raise failed[0]
     return digest
+
+
+class LinkCheckError(Exception):
+    """Uploads could not be hard-linked into the store; the message says why."""
+
+
+def check_hard_links(upload_tmp_dir: Path, objects_dir: Path) -> None:
+    """Hard-link a new file from `upload_tmp_dir` into `objects_dir`, or raise LinkCheckError.
+
+    Every commit is such a link. With the two folders on different
+    filesystems (a separate mount for tmp/ or objects/) each one would fail
+    with EXDEV and every upload with it, so the server refuses to start.
+    """
+    try:
+        fd, name = tempfile.mkstemp(dir=upload_tmp_dir, prefix="link-check-")
+    except OSError as exc:
+        raise LinkCheckError(f"cannot create a file in {upload_tmp_dir}: {exc.strerror}") from None
+    os.close(fd)
+    target = objects_dir / Path(name).name
+    try:
+        os.link(name, target)
+    except OSError as exc:
+        if exc.errno == errno.EXDEV:
+            raise LinkCheckError(
+                f"{upload_tmp_dir} and {objects_dir} are on different filesystems; "
+                "uploads are hard-linked from one into the other, so both must be on one"
+            ) from None
+        raise LinkCheckError(
+            f"cannot hard-link from {upload_tmp_dir} into {objects_dir}: {exc.strerror}"
+        ) from None
+    else:
+        os.unlink(target)
+    finally:
+        os.unlink(name)
 
 
 def link_open_file(fd: int, upload: Path, final: Path) -> None:
