@@ -197,8 +197,9 @@ def download_status(client: FlaskClient, action: dict) -> int:
     return client.get(f"/.lfs/{path}", headers=action["header"]).status_code
 
 
-def upload_auth_status(client: FlaskClient, action: dict, oid: str) -> int:
-    headers = {**action["header"], "X-LFS-Oid": oid}
+def upload_auth_status(client: FlaskClient, action: dict, oid: str, size: int = 3) -> int:
+    """nginx's auth_request for an upload of `size` bytes (what nginx passes on)."""
+    headers = {**action["header"], "X-LFS-Oid": oid, "X-LFS-Content-Length": str(size)}
     return client.get("/.lfs-internal/upload-auth", headers=headers).status_code
 
 

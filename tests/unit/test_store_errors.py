@@ -183,6 +183,8 @@ def cross_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A data dir whose links fail with EXDEV, as across two mounts."""
     data_dir = tmp_path / "data"
     monkeypatch.setenv("LFS_DATA_DIR", str(data_dir))
+    # A given key: the generated one is linked into place, which must not fail here.
+    monkeypatch.setenv("LFS_SECRET_KEY", "k" * 48)
     monkeypatch.setattr(local_store.os, "link", failing_link(errno.EXDEV))
     return data_dir
 
