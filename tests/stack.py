@@ -7,10 +7,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import requests
+
+from tests.waiting import wait_until
 
 LFS_MEDIA_TYPE = "application/vnd.git-lfs+json"
 LAUNCHER = [sys.executable, "-m", "lfs_server.cli", "serve"]
@@ -43,18 +44,20 @@ class Stack:
     def start(self, timeout: float = 30.0) -> Stack:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(LAUNCHER, env=self.env, stdout=log, stderr=log)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.log.read_text()}")
-            try:
-                if requests.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass  # not listening yet, or too busy to answer in time: ask again
-            time.sleep(0.1)
+        if wait_until(self.healthy, timeout, step=0.1):
+            return self
         self.stop()
         raise RuntimeError(f"server did not become healthy:\n{self.log.read_text()}")
+
+    def healthy(self) -> bool:
+        """Whether /healthz answers 200; an error once the server has exited."""
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{self.log.read_text()}")
+        try:
+            return requests.get(f"{self.url}/healthz", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False  # not listening yet, or too busy to answer in time: ask again
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         if self.proc is None:

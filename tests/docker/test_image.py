@@ -26,6 +26,7 @@ import requests
 
 from lfs_server.settings import SETTINGS
 from tests.stack import free_port
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV_LIST = ROOT / "env.list"
@@ -123,15 +124,17 @@ class Container:
     def wait_healthy(self, timeout: float = 60.0) -> float:
         """Seconds until Docker reports the HEALTHCHECK healthy."""
         started = time.monotonic()
-        while time.monotonic() - started < timeout:
-            status, health = self.state()
-            if status != "running":
-                raise AssertionError(f"container {status} before healthy:\n{self.logs()}")
-            if health == "healthy":
-                return time.monotonic() - started
-            time.sleep(0.25)
+        if wait_until(self.healthy, timeout, step=0.25):
+            return time.monotonic() - started
         health_log = docker("inspect", "-f", "{{json .State.Health}}", self.id, check=False)
         raise AssertionError(f"not healthy after {timeout}s: {health_log}\n{self.logs()}")
+
+    def healthy(self) -> bool:
+        """Whether the HEALTHCHECK says healthy; an error once the container stopped."""
+        status, health = self.state()
+        if status != "running":
+            raise AssertionError(f"container {status} before healthy:\n{self.logs()}")
+        return health == "healthy"
 
     def running(self) -> bool:
         return self.state()[0] == "running"

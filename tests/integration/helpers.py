@@ -9,8 +9,7 @@ import json
 import os
 import re
 import socket
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import jwt
 import requests
 
 from tests.stack import LFS_MEDIA_TYPE, Stack
+from tests.waiting import wait_until as wait_until  # integration tests import it from here
 
 # Text that must never reach a client: server-side tracebacks, HTML error
 # pages, Python internals, or paths of the server's own files. (Each marker
@@ -148,16 +148,6 @@ def download_action(stack: Stack, repo: str, data: bytes) -> dict[str, Any]:
 def stored_copies(stack: Stack, oid: str) -> list[Path]:
     """Every file named `oid` under the object store (any repository)."""
     return sorted((stack.data_dir / "objects").rglob(oid))
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(step)
 
 
 # ---------------------------------------------------------------- tokens

@@ -14,6 +14,7 @@ import os
 import re
 import select
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,7 @@ from tests.integration.helpers import (
     put_action,
     raw_exchange,
     sha256,
+    wait_until,
 )
 from tests.stack import LFS_MEDIA_TYPE, Stack
 
@@ -89,15 +91,19 @@ def stored(stack: Stack, data: bytes) -> None:
 # ------------------------------------------------------------- slow clients
 
 
-def hold_open(stack: Stack, first: bytes, drip: bytes, limit: float) -> tuple[float, bytes]:
-    """Send `first`, then one byte of `drip` every 0.5 s (never finishing the
-    request) until the server closes: (seconds the connection lived, bytes
-    received). Fails when it is still open after `limit` + 10 s."""
+def hold_open(
+    stack: Stack, first: bytes, drip: bytes, limit: float, opened: threading.Semaphore
+) -> tuple[float, bytes]:
+    """Send `first` (then release `opened`), then one byte of `drip` every
+    0.5 s (never finishing the request) until the server closes: (seconds the
+    connection lived, bytes received). Fails when it is still open after
+    `limit` + 10 s."""
     started = time.monotonic()
     received = b""
     with socket.create_connection(("127.0.0.1", stack.port), timeout=5) as sock:
         if first:
             sock.sendall(first)
+        opened.release()
         sent = 0
         while time.monotonic() < started + limit + 10:
             readable, _, _ = select.select([sock], [], [], 0.5)
@@ -115,6 +121,19 @@ def hold_open(stack: Stack, first: bytes, drip: bytes, limit: float) -> tuple[fl
         else:
             pytest.fail(f"a slow client was still connected after {limit + 10:.0f} s")
     return time.monotonic() - started, received
+
+
+def accept_queue(port: int) -> int:
+    """Connections to 127.0.0.1:`port` that the kernel holds for nginx to accept
+    (the rx_queue of a listening socket in /proc/net/tcp is its accept queue)."""
+    local = f"0100007F:{port:04X}"
+    queues = [
+        int(fields[4].partition(":")[2], 16)
+        for fields in (line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:])
+        if fields[1] == local and fields[3] == "0A"  # 0A: LISTEN
+    ]
+    assert queues, f"nothing listens on 127.0.0.1:{port}"
+    return sum(queues)
 
 
 def assert_cut_off(outcome: tuple[float, bytes], limit: float, stack: Stack) -> None:
@@ -146,17 +165,24 @@ def test_slow_clients_are_cut_off_at_the_configured_timeouts(stack: Stack) -> No
         ),
     }
     crowd = 40
+    opened = threading.Semaphore(0)
     with ThreadPoolExecutor(max_workers=len(cases) + crowd) as pool:
         futures = {
-            name: pool.submit(hold_open, stack, first, drip, limit)
+            name: pool.submit(hold_open, stack, first, drip, limit, opened)
             for name, (first, drip, limit) in cases.items()
         }
         # A crowd of slowloris connections does not keep others out.
         crowd_futures = [
-            pool.submit(hold_open, stack, head, b"X-Slow: zzzzzzzz\r\n", header_timeout)
+            pool.submit(hold_open, stack, head, b"X-Slow: zzzzzzzz\r\n", header_timeout, opened)
             for _ in range(crowd)
         ]
-        time.sleep(2)
+        # Every slow connection is open, and nginx has accepted them all (none
+        # waits in the listen queue): it is holding them while /healthz is asked.
+        for _ in range(len(cases) + crowd):
+            assert opened.acquire(timeout=10), "a slow client could not connect"
+        assert wait_until(lambda: accept_queue(stack.port) == 0), (
+            f"nginx left {accept_queue(stack.port)} connections unaccepted"
+        )
         for _ in range(5):
             started = time.monotonic()
             assert requests.get(f"{stack.url}/healthz", timeout=5).status_code == 200
@@ -399,10 +425,8 @@ def actions_for_auth(stack: Stack, data: bytes, auth: tuple[str, str]) -> dict:
 
 
 def wait_for_log(stack: Stack, marker: str, timeout: float = 5.0) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        text = stack.log.read_text(errors="replace")
-        if marker in text or time.monotonic() > deadline:
-            assert marker in text, f"{marker!r} never reached the log"
-            return text
-        time.sleep(0.05)
+    """The server log, once `marker` is in it."""
+    assert wait_until(lambda: marker in stack.log.read_text(errors="replace"), timeout), (
+        f"{marker!r} never reached the log"
+    )
+    return stack.log.read_text(errors="replace")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.stack import LAUNCHER, Stack
+from tests.waiting import wait_until
 
 
 def child_pids(pid: int) -> list[int]:
@@ -105,7 +106,6 @@ def test_killed_launcher_takes_its_children_along(tmp_path: Path) -> None:
     masters = child_pids(stack.proc.pid)
     stack.proc.kill()
     stack.proc.wait()
-    deadline = time.monotonic() + 15
-    while any(Path(f"/proc/{pid}").exists() for pid in masters) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(Path(f"/proc/{pid}").exists() for pid in masters)
+    assert wait_until(
+        lambda: not any(Path(f"/proc/{pid}").exists() for pid in masters), timeout=15
+    ), f"children of the killed launcher still alive: {masters}"

@@ -10,7 +10,6 @@ import os
 import shutil
 import signal
 import tempfile
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -128,14 +127,18 @@ def run_batches(stack: Stack, count: int) -> None:
     body = {"operation": "download", "objects": [{"oid": sha256(b"nothing"), "size": 7}]}
 
     def one(_: int) -> None:
-        for _attempt in range(3):
-            response = stack.batch(REPO, body)
-            # A 502 comes from nginx alone (a connection to a killed worker):
-            # the app never saw it, so retrying keeps the count exact.
-            if response.status_code != 502:
-                break
-            time.sleep(0.2)
-        assert response.status_code == 200, response.text[:300]
+        answers: list[requests.Response] = []
+
+        def answered_by_the_app() -> bool:
+            # A 502 comes from nginx alone (an idle connection to a killed
+            # worker): the app never saw it, so asking again keeps the count exact.
+            answers.append(stack.batch(REPO, body))
+            return answers[-1].status_code != 502
+
+        assert wait_until(answered_by_the_app, timeout=30, step=0), (
+            f"{len(answers)} answers in 30 s, all 502"
+        )
+        assert answers[-1].status_code == 200, answers[-1].text[:300]
 
     with ThreadPoolExecutor(max_workers=12) as pool:
         list(pool.map(one, range(count)))
@@ -152,8 +155,9 @@ def test_batch_counts_are_exact_across_workers(stack: Stack) -> None:
     # counts stay in its file and are still summed.
     victim = max(served, key=lambda pid: served[pid])
     os.kill(victim, signal.SIGKILL)
-    assert wait_until(lambda: not Path(f"/proc/{victim}").exists(), timeout=10)
-    time.sleep(0.5)  # nginx drops its idle connections to the dead worker
+    assert wait_until(lambda: not Path(f"/proc/{victim}").exists(), timeout=10), (
+        f"killed worker {victim} was not reaped"
+    )
     run_batches(stack, N_BATCHES - half)
 
     workers = {pid: n for pid, n in batches_per_worker(stack).items() if n}

@@ -55,6 +55,7 @@ import pytest
 
 from tests.gitclient import GitUser
 from tests.stack import Stack
+from tests.waiting import wait_until
 
 DURATION = float(os.environ.get("LFS_LOAD_SECONDS", "60"))
 CREDENTIAL = os.environ.get("LFS_LOAD_CREDENTIAL", "password")
@@ -403,9 +404,7 @@ def test_32_clients_push_and_pull_for_60_seconds(stack: Stack, tmp_path: Path) -
     def upload_tmp_is_empty() -> bool:
         return not [p for p in stack.upload_tmp_files() if not p.name.startswith("healthz-")]
 
-    tmp_deadline = time.monotonic() + 5
-    while not upload_tmp_is_empty() and time.monotonic() < tmp_deadline:
-        time.sleep(0.1)
+    wait_until(upload_tmp_is_empty, timeout=5, step=0.1)  # what is left is reported below
     leftover = [p.name for p in stack.upload_tmp_files() if not p.name.startswith("healthz-")]
     fsck_start = time.monotonic()
     fsck = stack.cli("fsck")
