@@ -6,7 +6,8 @@ docker/start-engine.sh); every container here uses `--network host` and
 listens on 127.0.0.1, never `-p` or the default bridge. The tests remove the
 containers, volumes and image tag they created (by ID or name) and keep the
 base image `debian:bookworm-slim` and the build cache for the next run.
-They skip (loudly) only when no Docker engine can run on this machine.
+They skip (loudly) only when no Docker engine can run on this machine, and
+fail instead when CI is set (tests/prerequisites.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import pytest
 import requests
 
 from lfs_server.settings import SETTINGS
+from tests.prerequisites import skip_or_fail
 from tests.stack import free_port
 from tests.waiting import wait_until
 
@@ -260,11 +262,11 @@ def engine() -> str:
     try:
         done = run(str(ROOT / "docker" / "start-engine.sh"), timeout=300)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        pytest.skip(f"DOCKER TESTS SKIPPED: Docker cannot run on this machine: {exc}")
+        skip_or_fail(f"DOCKER TESTS SKIPPED: Docker cannot run on this machine: {exc}")
     client = docker_client()
     if done.returncode != 0 or not client:
         reason = (done.stderr or done.stdout).strip().replace("\n", " | ")
-        pytest.skip(f"DOCKER TESTS SKIPPED: Docker cannot run on this machine: {reason}")
+        skip_or_fail(f"DOCKER TESTS SKIPPED: Docker cannot run on this machine: {reason}")
     return client
 
 

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-import pytest
 import requests
 
 from tests.gitclient import GitUser
@@ -36,6 +35,7 @@ from tests.integration.helpers import (
     sha256,
     wait_until,
 )
+from tests.prerequisites import skip_or_fail
 from tests.stack import LFS_MEDIA_TYPE, Stack
 
 REPO = "team/faults"
@@ -387,7 +387,7 @@ def small_filesystem(where: Path, size_mib: int = 64) -> Iterator[str]:
         for step in steps:
             done = subprocess.run(step, capture_output=True, text=True)
             if done.returncode != 0:
-                pytest.skip(
+                skip_or_fail(
                     "cannot mount a small filesystem: tmpfs: "
                     f"{tmpfs.stderr.strip() or tmpfs.returncode}; "
                     f"{step[0]}: {done.stderr.strip() or done.returncode}"
