@@ -26,6 +26,7 @@ import pytest
 import requests
 
 from lfs_server.settings import SETTINGS
+from tests.gitclient import GitUser
 from tests.prerequisites import skip_or_fail
 from tests.stack import free_port
 from tests.waiting import wait_until
@@ -171,67 +172,23 @@ def start_container(
     return container
 
 
-class Git:
-    """The real git + git-lfs with their own HOME and a minimal gitconfig."""
+def push_files(
+    user: GitUser, work: Path, remote: Path, lfs_url: str, files: dict[str, bytes], *config: str
+) -> None:
+    """Commit files tracked by LFS and push them (git-lfs uploads on pre-push)."""
+    user.new_repo(work, lfs_url, remote)
+    for pair in config:
+        user.git("config", *pair.split("=", 1), cwd=work)
+    user.commit_files(work, files, "objects")
+    user.git("push", "-q", "origin", "main", cwd=work)
 
-    def __init__(self, home: Path) -> None:
-        home.mkdir(parents=True, exist_ok=True)
-        (home / ".gitconfig").write_text(
-            "[user]\n\tname = Docker Test\n\temail = docker-test@example.test\n"
-            "[init]\n\tdefaultBranch = main\n"
-        )
-        self.home = home
-        self.env = {
-            "HOME": str(home),
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "LANG": "C.UTF-8",
-            "GIT_TERMINAL_PROMPT": "0",
-            "GIT_CONFIG_NOSYSTEM": "1",
-            "NO_PROXY": "127.0.0.1,localhost",
-            "no_proxy": "127.0.0.1,localhost",
-        }
-        self("git", "lfs", "install", "--skip-repo", cwd=home)
 
-    def __call__(self, *argv: str, cwd: Path, **extra_env: str) -> str:
-        done = subprocess.run(
-            argv,
-            cwd=cwd,
-            env={**self.env, **extra_env},
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise AssertionError(
-                f"{' '.join(argv)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
-            )
-        return done.stdout
-
-    def push(
-        self, work: Path, remote: Path, lfs_url: str, files: dict[str, bytes], *config: str
-    ) -> None:
-        """Commit files tracked by LFS and push them (git-lfs uploads on pre-push)."""
-        self("git", "init", "-q", "--bare", str(remote), cwd=self.home)
-        self("git", "init", "-q", str(work), cwd=self.home)
-        self("git", "remote", "add", "origin", str(remote), cwd=work)
-        self("git", "config", "lfs.url", lfs_url, cwd=work)
-        for pair in config:
-            self("git", "config", *pair.split("=", 1), cwd=work)
-        self("git", "lfs", "track", "*.bin", cwd=work)
-        for name, data in files.items():
-            (work / name).write_bytes(data)
-        self("git", "add", ".gitattributes", *files, cwd=work)
-        self("git", "commit", "-q", "-m", "objects", cwd=work)
-        self("git", "push", "-q", "origin", "main", cwd=work)
-
-    def clone_and_pull(self, remote: Path, work: Path, lfs_url: str, *config: str) -> None:
-        """Clone without smudging, point the clone at the server, `git lfs pull`."""
-        self("git", "clone", "-q", str(remote), str(work), cwd=self.home, GIT_LFS_SKIP_SMUDGE="1")
-        self("git", "config", "lfs.url", lfs_url, cwd=work)
-        for pair in config:
-            self("git", "config", *pair.split("=", 1), cwd=work)
-        self("git", "lfs", "pull", cwd=work)
+def clone_and_pull(user: GitUser, remote: Path, work: Path, lfs_url: str, *config: str) -> None:
+    """Clone without smudging, point the clone at the server, `git lfs pull`."""
+    user.clone(remote, work, lfs_url)
+    for pair in config:
+        user.git("config", *pair.split("=", 1), cwd=work)
+    user.git("lfs", "pull", cwd=work)
 
 
 def assert_same_files(work: Path, files: dict[str, bytes]) -> None:
@@ -317,10 +274,10 @@ class Pushed:
 def pushed(first: Container, tmp_path_factory: pytest.TempPathFactory) -> Pushed:
     """A real `git push` whose pre-push hook uploads LFS objects to the container."""
     root = tmp_path_factory.mktemp("pushed")
-    git = Git(root / "home")
+    user = GitUser(root / "home", "docker-test")
     files = sample_files("docker")
     repo = "team/project"
-    git.push(root / "work", root / "remote.git", f"{first.url}/{repo}.git/info/lfs", files)
+    push_files(user, root / "work", root / "remote.git", f"{first.url}/{repo}.git/info/lfs", files)
     return Pushed(root / "remote.git", files, repo)
 
 
@@ -383,9 +340,9 @@ def test_processes_run_as_the_unprivileged_user(first: Container) -> None:
 
 
 def test_git_lfs_push_then_clone_and_pull(first: Container, pushed: Pushed, tmp_path: Path) -> None:
-    git = Git(tmp_path / "home")
+    user = GitUser(tmp_path / "home", "docker-test")
     work = tmp_path / "clone"
-    git.clone_and_pull(pushed.remote, work, f"{first.url}/{pushed.repo}.git/info/lfs")
+    clone_and_pull(user, pushed.remote, work, f"{first.url}/{pushed.repo}.git/info/lfs")
     assert_same_files(work, pushed.files)
 
 
@@ -411,9 +368,9 @@ def test_new_container_on_the_same_volume_serves_every_object(
     if first.running():
         docker("stop", first.id, timeout=60)
     second = start_container(created, tmp_path, data_volume)
-    git = Git(tmp_path / "home")
+    user = GitUser(tmp_path / "home", "docker-test")
     work = tmp_path / "clone"
-    git.clone_and_pull(pushed.remote, work, f"{second.url}/{pushed.repo}.git/info/lfs")
+    clone_and_pull(user, pushed.remote, work, f"{second.url}/{pushed.repo}.git/info/lfs")
     assert_same_files(work, pushed.files)
     docker("stop", second.id, timeout=60)
 
@@ -451,12 +408,12 @@ def test_tls_mode_with_a_self_signed_certificate(
     )  # start_container waited for the HEALTHCHECK, which probes https here
     assert server.url.startswith("https://")
     assert requests.get(f"{server.url}/healthz", verify=str(cert), timeout=10).status_code == 200
-    git = Git(tmp_path / "home")
+    user = GitUser(tmp_path / "home", "docker-test")
     files = sample_files("tls")
     lfs_url = f"{server.url}/team/secure.git/info/lfs"
     ca = f"http.sslCAInfo={cert}"
-    git.push(tmp_path / "work", tmp_path / "remote.git", lfs_url, files, ca)
-    git.clone_and_pull(tmp_path / "remote.git", tmp_path / "clone", lfs_url, ca)
+    push_files(user, tmp_path / "work", tmp_path / "remote.git", lfs_url, files, ca)
+    clone_and_pull(user, tmp_path / "remote.git", tmp_path / "clone", lfs_url, ca)
     assert_same_files(tmp_path / "clone", files)
     docker("stop", server.id, timeout=60)
     assert docker("inspect", "-f", "{{.State.ExitCode}}", server.id) == "0"

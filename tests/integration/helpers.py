@@ -16,6 +16,8 @@ from typing import Any
 import jwt
 import requests
 
+from tests import lfsapi
+from tests.lfsapi import lfs_headers as lfs_headers  # integration tests import it from here
 from tests.stack import LFS_MEDIA_TYPE, Stack
 from tests.waiting import wait_until as wait_until  # integration tests import it from here
 
@@ -59,17 +61,9 @@ def assert_no_leak(text: str, stack: Stack) -> None:
 def assert_lfs_error(
     response: requests.Response, status: int | Iterable[int], stack: Stack
 ) -> dict[str, Any]:
-    """A whole-request error: the status, the LFS media type and a message."""
-    allowed = {status} if isinstance(status, int) else set(status)
-    assert response.status_code in allowed, (
-        f"expected {sorted(allowed)}, got {response.status_code}: {response.text[:500]!r}"
-    )
-    assert media_type(response) == LFS_MEDIA_TYPE, response.headers.get("Content-Type")
+    """A whole-request error (status, LFS media type, a message) that leaks nothing."""
+    body = lfsapi.assert_lfs_error(response, status)
     assert_no_leak(response.text, stack)
-    body = response.json()
-    assert isinstance(body, dict), body
-    assert isinstance(body.get("message"), str), body
-    assert body["message"].strip(), body
     return body
 
 
@@ -102,18 +96,19 @@ def assert_object_error(obj: dict[str, Any], code: int) -> None:
     assert error["message"].strip(), obj
 
 
-def lfs_headers() -> dict[str, str]:
-    return {"Accept": LFS_MEDIA_TYPE, "Content-Type": f"{LFS_MEDIA_TYPE}; charset=utf-8"}
+def batch_for(
+    stack: Stack, repo: str, operation: str, data: bytes, **kwargs: Any
+) -> requests.Response:
+    """The batch request for one object of `data` (`kwargs` such as auth go to requests)."""
+    body = {"operation": operation, "objects": [{"oid": sha256(data), "size": len(data)}]}
+    return stack.batch(repo, body, **kwargs)
 
 
-def actions_for(stack: Stack, repo: str, operation: str, data: bytes) -> dict[str, Any]:
+def actions_for(
+    stack: Stack, repo: str, operation: str, data: bytes, **kwargs: Any
+) -> dict[str, Any]:
     """The actions a batch grants for one object of `data` (must have actions)."""
-    obj = only_object(
-        stack.batch(
-            repo, {"operation": operation, "objects": [{"oid": sha256(data), "size": len(data)}]}
-        ),
-        stack,
-    )
+    obj = only_object(batch_for(stack, repo, operation, data, **kwargs), stack)
     assert obj["oid"] == sha256(data), obj
     assert "error" not in obj, obj
     assert "actions" in obj, obj
@@ -126,9 +121,9 @@ def put_action(action: dict[str, Any], data: bytes, **headers: str) -> requests.
     )
 
 
-def upload(stack: Stack, repo: str, data: bytes) -> None:
+def upload(stack: Stack, repo: str, data: bytes, **kwargs: Any) -> None:
     """Store `data` in `repo` through batch, PUT and verify, as the client does."""
-    actions = actions_for(stack, repo, "upload", data)
+    actions = actions_for(stack, repo, "upload", data, **kwargs)
     response = put_action(actions["upload"], data)
     assert response.status_code == 200, response.text[:500]
     verify = actions["verify"]
@@ -141,8 +136,8 @@ def upload(stack: Stack, repo: str, data: bytes) -> None:
     assert response.status_code == 200, response.text[:500]
 
 
-def download_action(stack: Stack, repo: str, data: bytes) -> dict[str, Any]:
-    return actions_for(stack, repo, "download", data)["download"]
+def download_action(stack: Stack, repo: str, data: bytes, **kwargs: Any) -> dict[str, Any]:
+    return actions_for(stack, repo, "download", data, **kwargs)["download"]
 
 
 def stored_copies(stack: Stack, oid: str) -> list[Path]:
@@ -274,15 +269,10 @@ def read_response_head(sock: socket.socket, timeout: float) -> tuple[int, dict[s
 def assert_raw_lfs_error(
     status: int, headers: dict[str, str], body: bytes, expected: int | Iterable[int], stack: Stack
 ) -> dict[str, Any]:
-    allowed = {expected} if isinstance(expected, int) else set(expected)
-    assert status in allowed, (status, body[:500])
-    assert headers.get("content-type", "").split(";")[0].strip() == LFS_MEDIA_TYPE, headers
+    """assert_lfs_error of a raw response (lower-cased header names)."""
     text = body.decode("utf-8", "replace")
+    parsed = lfsapi.assert_lfs_json_error(status, headers.get("content-type", ""), text, expected)
     assert_no_leak(text, stack)
-    parsed = json.loads(text)
-    assert isinstance(parsed, dict), parsed
-    assert isinstance(parsed.get("message"), str), parsed
-    assert parsed["message"].strip(), parsed
     return parsed
 
 

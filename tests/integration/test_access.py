@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from tests.gitclient import GitUser
+from tests.integration.helpers import actions_for, batch_for, download_action
 from tests.stack import LFS_MEDIA_TYPE, Stack
 
 PASSWORD = "pass-word-1234"
@@ -120,13 +121,6 @@ def test_anonymous_read_mode(tmp_path: Path) -> None:
 # raw HTTP: every endpoint by role
 
 
-def batch(server: Stack, op: str, auth: tuple[str, str] | None, data: bytes, repo: str = REPO):
-    oid = hashlib.sha256(data).hexdigest()
-    return server.batch(
-        repo, {"operation": op, "objects": [{"oid": oid, "size": len(data)}]}, auth=auth
-    )
-
-
 @pytest.mark.parametrize(
     ("auth", "op", "status"),
     [
@@ -142,7 +136,7 @@ def batch(server: Stack, op: str, auth: tuple[str, str] | None, data: bytes, rep
     ],
 )
 def test_batch_by_role(server: Stack, auth: tuple[str, str] | None, op: str, status: int) -> None:
-    response = batch(server, op, auth, b"role data")
+    response = batch_for(server, REPO, op, b"role data", auth=auth)
     assert response.status_code == status
     assert response.headers["Content-Type"].startswith(LFS_MEDIA_TYPE)
     if status == 401:
@@ -154,7 +148,7 @@ def test_batch_by_role(server: Stack, auth: tuple[str, str] | None, op: str, sta
 def test_transfer_endpoints_follow_the_token_user(server: Stack) -> None:
     data = os.urandom(2048)
     oid = hashlib.sha256(data).hexdigest()
-    actions = batch(server, "upload", ("writer", PASSWORD), data).json()["objects"][0]["actions"]
+    actions = actions_for(server, REPO, "upload", data, auth=("writer", PASSWORD))
     upload, verify = actions["upload"], actions["verify"]
     assert (
         requests.put(upload["href"], data=data, headers=upload["header"], timeout=30).status_code
@@ -165,9 +159,7 @@ def test_transfer_endpoints_follow_the_token_user(server: Stack) -> None:
     )
     assert verified.status_code == 200
 
-    reader = batch(server, "download", ("reader", PASSWORD), data).json()["objects"][0]["actions"][
-        "download"
-    ]
+    reader = download_action(server, REPO, data, auth=("reader", PASSWORD))
     assert requests.get(reader["href"], headers=reader["header"], timeout=30).content == data
     # the reader's download token can neither upload nor verify
     as_upload = requests.put(upload["href"], data=data, headers=reader["header"], timeout=30)
@@ -178,8 +170,9 @@ def test_transfer_endpoints_follow_the_token_user(server: Stack) -> None:
     assert as_verify.status_code == 403
 
     # a token from one repository never reaches another's objects
-    other = batch(server, "upload", ("writer", PASSWORD), data, repo="team/other").json()
-    other_upload = other["objects"][0]["actions"]["upload"]
+    other_upload = actions_for(server, "team/other", "upload", data, auth=("writer", PASSWORD))[
+        "upload"
+    ]
     other_download = dict(reader, header=other_upload["header"])
     assert (
         requests.get(
@@ -192,9 +185,7 @@ def test_transfer_endpoints_follow_the_token_user(server: Stack) -> None:
 def test_removed_user_loses_minted_tokens(server: Stack) -> None:
     server.add_user("temp", PASSWORD, (REPO, "write"))
     data = os.urandom(300)
-    upload = batch(server, "upload", ("temp", PASSWORD), data).json()["objects"][0]["actions"][
-        "upload"
-    ]
+    upload = actions_for(server, REPO, "upload", data, auth=("temp", PASSWORD))["upload"]
     assert server.cli("user", "remove", "temp").returncode == 0
     response = requests.put(upload["href"], data=data, headers=upload["header"], timeout=30)
     assert response.status_code == 403
@@ -202,7 +193,7 @@ def test_removed_user_loses_minted_tokens(server: Stack) -> None:
 
 
 def test_secrets_stay_out_of_the_logs(server: Stack) -> None:
-    batch(server, "download", ("reader", PASSWORD), b"x")
+    batch_for(server, REPO, "download", b"x", auth=("reader", PASSWORD))
     log = server.log.read_text()
     assert PASSWORD not in log
     assert "Bearer" not in log and "eyJ" not in log

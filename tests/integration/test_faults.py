@@ -27,6 +27,7 @@ from tests.integration.helpers import (
     actions_for,
     assert_lfs_error,
     assert_raw_lfs_error,
+    batch_for,
     download_action,
     lfs_headers,
     media_type,
@@ -36,6 +37,7 @@ from tests.integration.helpers import (
     wait_until,
 )
 from tests.prerequisites import skip_or_fail
+from tests.procs import child_pids, cmdline, gunicorn_workers, launcher_child
 from tests.stack import LFS_MEDIA_TYPE, Stack
 
 REPO = "team/faults"
@@ -44,31 +46,6 @@ HOUR = 3600
 
 
 # ---------------------------------------------------------------- processes
-
-
-def child_pids(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except FileNotFoundError:
-        return []
-    return [int(child) for child in text.split()]
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except FileNotFoundError:
-        return ""
-
-
-def launcher_child(stack: Stack, name: str) -> int:
-    """PID of the launcher's `gunicorn` or `nginx` master."""
-    assert stack.proc is not None
-    return next(pid for pid in child_pids(stack.proc.pid) if name in cmdline(pid))
-
-
-def gunicorn_workers(stack: Stack) -> list[int]:
-    return child_pids(launcher_child(stack, "gunicorn"))
 
 
 def wait_for_workers(stack: Stack, count: int, gone: set[int]) -> list[int]:
@@ -441,8 +418,7 @@ def test_disk_full(tmp_path: Path) -> None:
             client_says = push.stdout + push.stderr
             assert push.returncode != 0
             assert "insufficient storage" in client_says, client_says
-            wanted = {"operation": "upload", "objects": [{"oid": sha256(big), "size": len(big)}]}
-            (refused,) = stack.batch(REPO, wanted).json()["objects"]
+            (refused,) = batch_for(stack, REPO, "upload", big).json()["objects"]
             assert refused["error"]["code"] == 507 and "actions" not in refused, refused
 
             # 2. A PUT signed earlier: refused before the body, 507 LFS JSON.

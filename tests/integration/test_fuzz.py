@@ -51,6 +51,7 @@ from tests.integration.helpers import (
     raw_request,
     sha256,
 )
+from tests.lfsapi import basic
 from tests.stack import LFS_MEDIA_TYPE, Stack
 
 REPO = "fuzz/proj"
@@ -111,13 +112,12 @@ class Fuzzed:
     lock_ids: dict[str, str]  # owner -> id of a lock they hold
 
 
-def basic(name: str) -> dict[str, str]:
-    secret = base64.b64encode(f"{name}:{PASSWORDS[name]}".encode()).decode()
-    return {"Authorization": f"Basic {secret}"}
-
-
 def lfs_post(fuzzed: Fuzzed, url: str, body: Any, caller: str) -> requests.Response:
-    headers = {"Accept": LFS_MEDIA_TYPE, "Content-Type": LFS_MEDIA_TYPE, **basic(caller)}
+    headers = {
+        "Accept": LFS_MEDIA_TYPE,
+        "Content-Type": LFS_MEDIA_TYPE,
+        **basic(caller, PASSWORDS[caller]),
+    }
     return fuzzed.session.post(url, data=json.dumps(body), headers=headers, timeout=30)
 
 
@@ -238,7 +238,7 @@ def find_operation(schema: schemathesis.BaseSchema, operation_id: str) -> Any:
 
 def caller_headers(fuzzed: Fuzzed, operation_id: str, caller: str) -> dict[str, str]:
     if caller in PASSWORDS:
-        return basic(caller)
+        return basic(caller, PASSWORDS[caller])
     if caller == "token":
         return {"Authorization": fuzzed.tokens[operation_id]}
     return {}
@@ -871,7 +871,7 @@ def test_hostile_unlock(
     listed = fuzzed.session.get(
         f"{fuzzed.stack.lfs_base(REPO)}/locks",
         params={"id": fuzzed.lock_ids[owner]},
-        headers=basic("writer"),
+        headers=basic("writer", PASSWORDS["writer"]),
         timeout=30,
     )
     assert len(listed.json()["locks"]) == 1, listed.text

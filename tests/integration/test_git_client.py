@@ -1,19 +1,20 @@
 """The real git-lfs client against the real stack: push, clone, pull, re-push.
 
-Everything runs with a throw-away HOME (its own .gitconfig, `git lfs install`
-run there), GIT_CONFIG_NOSYSTEM and GIT_TERMINAL_PROMPT=0, so neither the
-developer's configuration nor a credential prompt can change the outcome.
+Everything runs as a GitUser (tests/gitclient.py): a throw-away HOME with its
+own .gitconfig and `git lfs install`, GIT_CONFIG_NOSYSTEM and
+GIT_TERMINAL_PROMPT=0, so neither the developer's configuration nor a
+credential prompt can change the outcome.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from tests.gitclient import GitUser
 from tests.integration.helpers import access_log, batch_objects, log_size, sha256
 from tests.stack import Stack
 
@@ -29,56 +30,12 @@ FILE_SETS = (
 POINTER_PREFIX = b"version https://git-lfs.github.com/spec/v1\n"
 
 
-def git_env(home: Path) -> dict[str, str]:
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("GIT_", "XDG_")) and name not in ("EMAIL",)
-    }
-    env.update(
-        HOME=str(home),
-        XDG_CONFIG_HOME=str(home / ".config"),
-        GIT_CONFIG_NOSYSTEM="1",
-        GIT_TERMINAL_PROMPT="0",
-        GIT_ASKPASS="/bin/false",
-        SSH_ASKPASS="/bin/false",
-        LC_ALL="C",
-    )
-    return env
-
-
-class Git:
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-
-    def __call__(self, *args: str, cwd: Path, **env: str) -> str:
-        result = subprocess.run(
-            ["git", *args],
-            cwd=cwd,
-            env={**self.env, **env},
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert result.returncode == 0, (
-            f"git {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
-        )
-        return result.stdout + result.stderr
-
-
 @pytest.fixture(scope="module")
-def git(tmp_path_factory: pytest.TempPathFactory) -> Git:
-    home = tmp_path_factory.mktemp("home")
-    (home / ".gitconfig").write_text(
-        "[user]\n\tname = LFS Test\n\temail = lfs-test@example.invalid\n"
-        "[init]\n\tdefaultBranch = main\n"
-        "[advice]\n\tdetachedHead = false\n"
-    )
-    run = Git(git_env(home))
-    run("lfs", "install", cwd=home)
-    config = (home / ".gitconfig").read_text()
+def user(tmp_path_factory: pytest.TempPathFactory) -> GitUser:
+    user = GitUser(tmp_path_factory.mktemp("home"), "lfs-test")
+    config = (user.home / ".gitconfig").read_text()
     assert "git-lfs filter-process" in config, config
-    return run
+    return user
 
 
 def make_files(work: Path) -> dict[str, str]:
@@ -98,25 +55,25 @@ def tree_hashes(root: Path, paths: list[str]) -> dict[str, str]:
     return {relative: sha256((root / relative).read_bytes()) for relative in paths}
 
 
-def test_push_clone_pull_and_repush(stack: Stack, git: Git, tmp_path: Path) -> None:
+def test_push_clone_pull_and_repush(stack: Stack, user: GitUser, tmp_path: Path) -> None:
     lfs_url = stack.lfs_base(REPO)
     remote = tmp_path / "remote.git"
     work = tmp_path / "work"
-    git("init", "--bare", str(remote), cwd=tmp_path)
-    git("init", str(work), cwd=tmp_path)
-    git("config", "lfs.url", lfs_url, cwd=work)
-    git("lfs", "track", "*.bin", cwd=work)
+    user.git("init", "--bare", str(remote), cwd=tmp_path)
+    user.git("init", str(work), cwd=tmp_path)
+    user.git("config", "lfs.url", lfs_url, cwd=work)
+    user.git("lfs", "track", "*.bin", cwd=work)
     expected = make_files(work)
     assert len(expected) == 300
     oids = Counter(expected.values())
     assert len(oids) == 300, "every file must be a distinct object"
-    git("add", ".", cwd=work)
-    git("commit", "-q", "-m", "300 LFS files", cwd=work)
-    git("remote", "add", "origin", str(remote), cwd=work)
+    user.git("add", ".", cwd=work)
+    user.git("commit", "-q", "-m", "300 LFS files", cwd=work)
+    user.git("remote", "add", "origin", str(remote), cwd=work)
 
     # First push: every object goes up exactly once and is stored verified.
     before_push = log_size(stack)
-    git("push", "-q", "origin", "main", cwd=work)
+    user.git("push", "-q", "origin", "main", cwd=work)
     pushed = access_log(stack, before_push)
     puts = [(uri, status) for method, uri, status in pushed if method == "PUT"]
     assert sorted(uri.rsplit("/", 1)[1] for uri, _ in puts) == sorted(oids), (
@@ -146,7 +103,7 @@ def test_push_clone_pull_and_repush(stack: Stack, git: Git, tmp_path: Path) -> N
     # Second push of the same objects: the server says it has them all,
     # and the client uploads nothing.
     before_repush = log_size(stack)
-    git("lfs", "push", "--all", "origin", cwd=work)
+    user.git("lfs", "push", "--all", "origin", cwd=work)
     repushed = access_log(stack, before_repush)
     assert [entry for entry in repushed if entry[0] == "POST" and entry[1].endswith("/batch")], (
         "the second push must ask the server (batch) which objects it lacks"
@@ -167,43 +124,45 @@ def test_push_clone_pull_and_repush(stack: Stack, git: Git, tmp_path: Path) -> N
 
     # Clone without smudging: pointers only; then `git lfs pull` fetches all.
     clone = tmp_path / "clone"
-    git("clone", "-q", str(remote), str(clone), cwd=tmp_path, GIT_LFS_SKIP_SMUDGE="1")
+    user.git("clone", "-q", str(remote), str(clone), cwd=tmp_path, GIT_LFS_SKIP_SMUDGE="1")
     for relative in expected:
         assert (clone / relative).read_bytes().startswith(POINTER_PREFIX), relative
-    git("config", "lfs.url", lfs_url, cwd=clone)
+    user.git("config", "lfs.url", lfs_url, cwd=clone)
     before_pull = log_size(stack)
-    git("lfs", "pull", cwd=clone)
+    user.git("lfs", "pull", cwd=clone)
     assert tree_hashes(clone, list(expected)) == expected
     gets = [
         (uri, status) for method, uri, status in access_log(stack, before_pull) if method == "GET"
     ]
     assert sorted(uri.rsplit("/", 1)[1] for uri, _ in gets) == sorted(oids)
     assert {status for _, status in gets} == {200}, gets
-    assert "modified:" not in git("status", cwd=clone)
+    assert "modified:" not in user.git("status", cwd=clone)
 
 
-def test_clone_smudges_with_lfs_url_from_config(stack: Stack, git: Git, tmp_path: Path) -> None:
+def test_clone_smudges_with_lfs_url_from_config(
+    stack: Stack, user: GitUser, tmp_path: Path
+) -> None:
     """A plain clone fetches the objects through the smudge filter when the
     LFS URL comes from a committed `.lfsconfig`."""
     repo = "team/smudge"
     remote = tmp_path / "remote.git"
     work = tmp_path / "work"
-    git("init", "--bare", str(remote), cwd=tmp_path)
-    git("init", str(work), cwd=tmp_path)
+    user.git("init", "--bare", str(remote), cwd=tmp_path)
+    user.git("init", str(work), cwd=tmp_path)
     (work / ".lfsconfig").write_text(f'[lfs]\n\turl = "{stack.lfs_base(repo)}"\n')
-    git("lfs", "track", "*.bin", cwd=work)
+    user.git("lfs", "track", "*.bin", cwd=work)
     expected = {}
     for index, size in enumerate((1, 100, 16 * 1024, 3 * MIB)):
         data = os.urandom(size)
         (work / f"{index}.bin").write_bytes(data)
         expected[f"{index}.bin"] = sha256(data)
-    git("add", ".", cwd=work)
-    git("commit", "-q", "-m", "objects", cwd=work)
-    git("remote", "add", "origin", str(remote), cwd=work)
-    git("push", "-q", "origin", "main", cwd=work)
+    user.git("add", ".", cwd=work)
+    user.git("commit", "-q", "-m", "objects", cwd=work)
+    user.git("remote", "add", "origin", str(remote), cwd=work)
+    user.git("push", "-q", "origin", "main", cwd=work)
 
     clone = tmp_path / "clone"
-    git("clone", "-q", str(remote), str(clone), cwd=tmp_path)
+    user.git("clone", "-q", str(remote), str(clone), cwd=tmp_path)
     assert tree_hashes(clone, list(expected)) == expected
     # The objects went to this repository only.
     other = batch_objects(

@@ -8,7 +8,6 @@ configuration (the slow-client test takes about client_body_timeout seconds).
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -24,21 +23,27 @@ import pytest
 import requests
 
 from tests.integration.helpers import (
+    actions_for,
     assert_lfs_error,
     assert_raw_lfs_error,
+    batch_for,
     bearer,
+    download_action,
     lfs_headers,
     parse_raw_response,
     put_action,
     raw_exchange,
     sha256,
+    upload,
     wait_until,
 )
+from tests.lfsapi import basic
 from tests.stack import LFS_MEDIA_TYPE, Stack
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "nginx" / "nginx.conf.template"
 REPO = "hard/repo"
 USER, PASSWORD = "writer", "writer password 5678"
+AUTH = (USER, PASSWORD)
 JSON_LIMIT = 4 * 1024 * 1024
 
 SECURITY_HEADERS = {
@@ -71,21 +76,6 @@ def access_token(stack: Stack) -> str:
     token = done.stdout.strip().splitlines()[0]
     assert token.startswith("lfs_"), done.stdout
     return token
-
-
-def batch(stack: Stack, operation: str, data: bytes, auth: object = (USER, PASSWORD)):
-    body = {"operation": operation, "objects": [{"oid": sha256(data), "size": len(data)}]}
-    return stack.batch(REPO, body, auth=auth)
-
-
-def upload_actions(stack: Stack, data: bytes) -> dict:
-    obj = batch(stack, "upload", data).json()["objects"][0]
-    return obj["actions"]
-
-
-def stored(stack: Stack, data: bytes) -> None:
-    actions = upload_actions(stack, data)
-    assert put_action(actions["upload"], data).status_code == 200
 
 
 # ------------------------------------------------------------- slow clients
@@ -216,7 +206,7 @@ def raw_head_only(stack: Stack, method: str, path: str, length: int) -> bytes:
     """The raw response to headers announcing a `length`-byte JSON body, and no body."""
     request = (
         f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {LFS_MEDIA_TYPE}\r\n"
-        f"Authorization: Basic {base64.b64encode(f'{USER}:{PASSWORD}'.encode()).decode()}\r\n"
+        f"Authorization: {basic(USER, PASSWORD)['Authorization']}\r\n"
         f"Content-Length: {length}\r\n\r\n"
     ).encode()
     with socket.create_connection(("127.0.0.1", stack.port), timeout=5) as sock:
@@ -299,16 +289,16 @@ def assert_hardened_headers(what: str, headers: requests.structures.CaseInsensit
 
 def test_responses_carry_security_headers_and_no_version(stack: Stack) -> None:
     data = os.urandom(3000)
-    stored(stack, data)
+    upload(stack, REPO, data, auth=AUTH)
     other = os.urandom(100)
-    actions = upload_actions(stack, other)
-    download = download_action_for(stack, data)
+    actions = actions_for(stack, REPO, "upload", other, auth=AUTH)
+    download = download_action(stack, REPO, data, auth=AUTH)
     bad_token = {"Authorization": "Bearer " + bearer(download)[:-4] + "AAAA"}
 
     responses = {
         "healthz 200": requests.get(f"{stack.url}/healthz", timeout=10),
-        "batch 200": batch(stack, "download", data),
-        "batch 401": batch(stack, "download", data, auth=None),
+        "batch 200": batch_for(stack, REPO, "download", data, auth=AUTH),
+        "batch 401": batch_for(stack, REPO, "download", data, auth=None),
         "batch 422": requests.post(
             stack.lfs_base(REPO) + "/objects/batch",
             data=b"[not json",
@@ -360,11 +350,6 @@ def test_responses_carry_security_headers_and_no_version(stack: Stack) -> None:
         assert responses[name].headers.get("Cache-Control") == "no-store", name
 
 
-def download_action_for(stack: Stack, data: bytes) -> dict:
-    obj = batch(stack, "download", data).json()["objects"][0]
-    return obj["actions"]["download"]
-
-
 def raw_header_lines(raw: bytes) -> list[tuple[str, str]]:
     head = raw.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")[1:]
     return [(n.strip().lower(), v.strip()) for n, _, v in (line.partition(":") for line in head)]
@@ -390,15 +375,17 @@ def test_errors_nginx_makes_alone_carry_the_headers_once(stack: Stack) -> None:
 
 def test_access_log_holds_no_secrets(stack: Stack, access_token: str) -> None:
     data = os.urandom(2048)
-    basic = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    credentials = basic(USER, PASSWORD)["Authorization"].removeprefix("Basic ")
     # Password and access token as Basic credentials; transfer tokens as Bearer.
-    actions = actions_for_auth(stack, data, (USER, PASSWORD))
+    actions = actions_for(stack, REPO, "upload", data, auth=AUTH)
     assert put_action(actions["upload"], data).status_code == 200
-    download = download_action_for(stack, data)
+    download = download_action(stack, REPO, data, auth=AUTH)
     assert requests.get(download["href"], headers=download["header"], timeout=10).ok
-    assert batch(stack, "download", data, auth=(USER, access_token)).status_code == 200
+    token_batch = batch_for(stack, REPO, "download", data, auth=(USER, access_token))
+    assert token_batch.status_code == 200
     # A token pasted into the user-name field, and secrets in a query string.
-    assert batch(stack, "download", data, auth=(access_token, "")).status_code == 401
+    misplaced = batch_for(stack, REPO, "download", data, auth=(access_token, ""))
+    assert misplaced.status_code == 401
     query_secret = "s3cr3t-in-the-query"
     response = requests.get(
         f"{stack.lfs_base(REPO)}/locks?access_token={query_secret}&password={query_secret}",
@@ -410,18 +397,12 @@ def test_access_log_holds_no_secrets(stack: Stack, access_token: str) -> None:
     transfer_tokens = [bearer(action) for action in (*actions.values(), download)]
 
     log = wait_for_log(stack, "/locks?<redacted>")
-    secrets = [PASSWORD, basic, access_token, access_token.rpartition("_")[2], query_secret]
+    secrets = [PASSWORD, credentials, access_token, access_token.rpartition("_")[2], query_secret]
     for secret in secrets + transfer_tokens:
         assert secret not in log, f"a secret ({secret[:8]}...) is in the server log"
     assert "Bearer" not in log and "eyJ" not in log
     assert f" - {USER} [" in log  # the user name itself is logged
     assert " - <token> [" in log  # a token in the user-name field is not
-
-
-def actions_for_auth(stack: Stack, data: bytes, auth: tuple[str, str]) -> dict:
-    obj = batch(stack, "upload", data, auth=auth).json()["objects"][0]
-    assert "actions" in obj, obj
-    return obj["actions"]
 
 
 def wait_for_log(stack: Stack, marker: str, timeout: float = 5.0) -> str:

@@ -11,24 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.procs import child_pids, cmdline, descendants
 from tests.stack import LAUNCHER, Stack
 from tests.waiting import wait_until
-
-
-def child_pids(pid: int) -> list[int]:
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [int(child) for child in children]
-
-
-def descendants(pid: int) -> list[int]:
-    found = []
-    for child in child_pids(pid):
-        found += [child, *descendants(child)]
-    return found
-
-
-def process_name(pid: int) -> str:
-    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
 
 
 def run_launcher(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -89,7 +74,7 @@ def test_a_dying_child_stops_everything(tmp_path: Path, which: str) -> None:
     children = child_pids(stack.proc.pid)
     everyone = descendants(stack.proc.pid)
     assert len(everyone) >= 4  # both masters and their workers
-    victim = next(pid for pid in children if which in process_name(pid))
+    victim = next(pid for pid in children if which in cmdline(pid))
     os.kill(victim, signal.SIGKILL)
     assert stack.proc.wait(timeout=20) != 0
     assert f"{which} exited" in stack.log.read_text()
@@ -104,6 +89,7 @@ def test_killed_launcher_takes_its_children_along(tmp_path: Path) -> None:
     stack = Stack(tmp_path).start()
     assert stack.proc is not None
     masters = child_pids(stack.proc.pid)
+    assert len(masters) == 2
     stack.proc.kill()
     stack.proc.wait()
     assert wait_until(

@@ -3,8 +3,6 @@ git-lfs client, and raw HTTP for every status the API answers."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +11,9 @@ from typing import Any
 import pytest
 import requests
 
+from tests.gitclient import GitUser
+from tests.integration.helpers import assert_lfs_error
+from tests.lfsapi import LockApi
 from tests.stack import LFS_MEDIA_TYPE, Stack
 
 USERS = {
@@ -38,92 +39,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     server.stop()
 
 
-class Api:
-    """Raw HTTP calls to one repository's locking endpoints as one user."""
-
-    def __init__(self, stack: Stack, repo: str, user: str | None) -> None:
-        self.base = f"{stack.lfs_base(repo)}/locks"
-        self.session = requests.Session()
-        self.session.headers.update(
-            {"Accept": LFS_MEDIA_TYPE, "Content-Type": f"{LFS_MEDIA_TYPE}; charset=utf-8"}
-        )
-        if user is not None:
-            self.session.auth = (user, USERS[user])
-
-    def post(self, suffix: str, body: Any = None, data: str | None = None) -> requests.Response:
-        if data is not None:
-            return self.session.post(self.base + suffix, data=data, timeout=30)
-        return self.session.post(self.base + suffix, json=body, timeout=30)
-
-    def create(self, path: Any, **extra: Any) -> requests.Response:
-        return self.post("", {"path": path, **extra})
-
-    def list(self, **query: Any) -> requests.Response:
-        return self.session.get(self.base, params=query, timeout=30)
-
-    def verify(self, **body: Any) -> requests.Response:
-        return self.post("/verify", body)
-
-    def unlock(self, lock_id: str, **body: Any) -> requests.Response:
-        return self.post(f"/{lock_id}/unlock", body)
+def lock_api(stack: Stack, repo: str, user: str | None) -> LockApi:
+    """The locking endpoints of `repo` as `user` (None: anonymous), over real HTTP."""
+    return LockApi.over_http(stack, repo, None if user is None else (user, USERS[user]))
 
 
-def assert_error(response: requests.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["Content-Type"].startswith(LFS_MEDIA_TYPE)
-    body = response.json()
-    assert isinstance(body["message"], str) and body["message"]
-    return body
-
-
-# the real git-lfs client
-
-
-class GitUser:
-    """One person: a HOME with a gitconfig, git-lfs filters and stored credentials."""
-
-    def __init__(self, root: Path, stack: Stack, name: str) -> None:
-        self.name = name
-        self.home = root / f"home-{name}"
-        self.home.mkdir()
-        creds = self.home / "git-credentials"
-        creds.write_text(f"http://{name}:{USERS[name]}@127.0.0.1:{stack.port}\n")
-        creds.chmod(0o600)
-        self.env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("GIT_", "LFS_")) and key != "XDG_CONFIG_HOME"
-        }
-        self.env.update(
-            HOME=str(self.home),
-            GIT_TERMINAL_PROMPT="0",
-            GIT_CONFIG_NOSYSTEM="1",
-            GIT_ASKPASS="",
-            SSH_ASKPASS="",
-        )
-        for key, value in (
-            ("user.name", name),
-            ("user.email", f"{name}@example.com"),
-            ("credential.helper", f"store --file={creds}"),
-            ("init.defaultBranch", "main"),
-        ):
-            self.git("config", "--global", key, value, cwd=self.home)
-        self.git("lfs", "install", "--skip-repo", cwd=self.home)
-
-    def run(self, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            args, cwd=cwd, env=self.env, capture_output=True, text=True, timeout=120
-        )
-
-    def git(self, *args: str, cwd: Path) -> str:
-        done = self.run("git", *args, cwd=cwd)
-        assert done.returncode == 0, f"git {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
-        return done.stdout
-
-    def fails(self, *args: str, cwd: Path) -> str:
-        done = self.run("git", *args, cwd=cwd)
-        assert done.returncode != 0, f"git {' '.join(args)} succeeded:\n{done.stdout}"
-        return done.stdout + done.stderr
+def git_user(root: Path, stack: Stack, name: str) -> GitUser:
+    """`name` with their own HOME and their password in git's credential store."""
+    return GitUser(root / f"home-{name}", name, USERS[name], stack.url)
 
 
 def verify_lines(output: str) -> dict[str, tuple[bool, str]]:
@@ -137,7 +60,7 @@ def verify_lines(output: str) -> dict[str, tuple[bool, str]]:
 
 def test_git_lfs_lock_push_verify_and_unlock(stack: Stack, tmp_path: Path) -> None:
     lfs_url = stack.lfs_base("team/game")
-    alice, bob, admin = (GitUser(tmp_path, stack, name) for name in ("alice", "bob", "admin"))
+    alice, bob, admin = (git_user(tmp_path, stack, name) for name in ("alice", "bob", "admin"))
     remote = tmp_path / "remote.git"
     alice.git("init", "--bare", "-b", "main", str(remote), cwd=tmp_path)
 
@@ -213,7 +136,7 @@ def test_git_lfs_lock_push_verify_and_unlock(stack: Stack, tmp_path: Path) -> No
     assert "hero.bin\tbob" in admin.git("lfs", "locks", cwd=work_admin)
     assert "Unlocked hero.bin" in admin.git("lfs", "unlock", "--force", "hero.bin", cwd=work_admin)
     assert admin.git("lfs", "locks", cwd=work_admin) == ""
-    assert Api(stack, "team/game", "alice").list().json() == {"locks": []}
+    assert lock_api(stack, "team/game", "alice").list().json() == {"locks": []}
     assert lock_id  # the id the client showed went into the unlock URL unescaped
 
 
@@ -222,9 +145,9 @@ def test_git_lfs_lock_push_verify_and_unlock(stack: Stack, tmp_path: Path) -> No
 
 def test_statuses(stack: Stack) -> None:
     repo = "team/statuses"
-    alice, bob = Api(stack, repo, "alice"), Api(stack, repo, "bob")
-    carol, admin = Api(stack, repo, "carol"), Api(stack, repo, "admin")
-    anonymous = Api(stack, repo, None)
+    alice, bob = lock_api(stack, repo, "alice"), lock_api(stack, repo, "bob")
+    carol, admin = lock_api(stack, repo, "carol"), lock_api(stack, repo, "admin")
+    anonymous = lock_api(stack, repo, None)
 
     created = alice.create("art/hero.psd", ref={"name": "refs/heads/main"})
     assert created.status_code == 201
@@ -240,34 +163,33 @@ def test_statuses(stack: Stack) -> None:
         anonymous.verify(),
         anonymous.unlock(lock["id"], force=True),
     ):
-        assert_error(response, 401)
+        assert_lfs_error(response, 401, stack)
         assert response.headers["LFS-Authenticate"].startswith("Basic")
-    bad = Api(stack, repo, "alice")
-    bad.session.auth = ("alice", "wrong-password")
-    assert_error(bad.list(), 401)
+    bad = LockApi.over_http(stack, repo, ("alice", "wrong-password"))
+    assert_lfs_error(bad.list(), 401, stack)
 
     # a reader lists but may not create, verify or unlock
     assert carol.list().json() == {"locks": [lock]}
-    assert_error(carol.create("x.bin"), 403)
-    assert_error(carol.verify(), 403)
-    assert_error(carol.unlock(lock["id"], force=True), 403)
+    assert_lfs_error(carol.create("x.bin"), 403, stack)
+    assert_lfs_error(carol.verify(), 403, stack)
+    assert_lfs_error(carol.unlock(lock["id"], force=True), 403, stack)
 
     # 422: bad paths and types
     for path in ("", "/etc/passwd", "\\x", "C:\\x", "../x", "a/../../b", "a//b", 7, None):
-        assert_error(alice.create(path), 422)
-    assert_error(alice.post("", data="{not json"), 422)
-    assert_error(alice.post("", data="[]"), 422)
-    assert_error(alice.list(limit="0"), 422)
-    assert_error(alice.list(limit="ten"), 422)
-    assert_error(alice.list(cursor="not-a-cursor"), 422)
-    assert_error(alice.verify(limit="5"), 422)
-    assert_error(alice.verify(limit=-1), 422)
-    assert_error(alice.verify(cursor=5), 422)
-    assert_error(alice.unlock(lock["id"], force="yes"), 422)
+        assert_lfs_error(alice.create(path), 422, stack)
+    assert_lfs_error(alice.post("", raw="{not json"), 422, stack)
+    assert_lfs_error(alice.post("", raw="[]"), 422, stack)
+    assert_lfs_error(alice.list(limit="0"), 422, stack)
+    assert_lfs_error(alice.list(limit="ten"), 422, stack)
+    assert_lfs_error(alice.list(cursor="not-a-cursor"), 422, stack)
+    assert_lfs_error(alice.verify(limit="5"), 422, stack)
+    assert_lfs_error(alice.verify(limit=-1), 422, stack)
+    assert_lfs_error(alice.verify(cursor=5), 422, stack)
+    assert_lfs_error(alice.unlock(lock["id"], force="yes"), 422, stack)
 
     # 409: the path is taken; the body carries the existing lock
     for api in (bob, alice):
-        body = assert_error(api.create("art/hero.psd"), 409)
+        body = assert_lfs_error(api.create("art/hero.psd"), 409, stack)
         assert body["lock"] == lock
 
     # verify: ours and theirs per caller, both always present
@@ -275,16 +197,18 @@ def test_statuses(stack: Stack) -> None:
     assert bob.verify().json() == {"ours": [], "theirs": [lock]}
 
     # unlock: someone else's lock without force, force by a non-admin: 403
-    assert_error(bob.unlock(lock["id"]), 403)
-    assert_error(bob.unlock(lock["id"], force=False), 403)
-    assert_error(admin.unlock(lock["id"], force=False), 403)
-    assert "needs admin" in assert_error(bob.unlock(lock["id"], force=True), 403)["message"]
+    assert_lfs_error(bob.unlock(lock["id"]), 403, stack)
+    assert_lfs_error(bob.unlock(lock["id"], force=False), 403, stack)
+    assert_lfs_error(admin.unlock(lock["id"], force=False), 403, stack)
+    assert (
+        "needs admin" in assert_lfs_error(bob.unlock(lock["id"], force=True), 403, stack)["message"]
+    )
     assert alice.list().json() == {"locks": [lock]}
     # force by an admin of the repo: 200 with the removed lock
     response = admin.unlock(lock["id"], force=True)
     assert response.status_code == 200
     assert response.json() == {"lock": lock}
-    assert_error(admin.unlock(lock["id"], force=True), 404)
+    assert_lfs_error(admin.unlock(lock["id"], force=True), 404, stack)
 
     # own unlock
     mine = bob.create("b.bin").json()["lock"]
@@ -296,7 +220,7 @@ def test_statuses(stack: Stack) -> None:
 
 def test_pages_over_250_locks(stack: Stack) -> None:
     repo = "team/pages"
-    alice, bob = Api(stack, repo, "alice"), Api(stack, repo, "bob")
+    alice, bob = lock_api(stack, repo, "alice"), lock_api(stack, repo, "bob")
     made = []
     for i in range(250):
         api = alice if i % 5 else bob
@@ -341,7 +265,7 @@ def test_pages_over_250_locks(stack: Stack) -> None:
     first = alice.list(limit=20).json()
     seen = first["locks"]
     gone = {made_ids[19], made_ids[20], made_ids[100], made_ids[249]}
-    admin = Api(stack, repo, "admin")
+    admin = lock_api(stack, repo, "admin")
     for lock_id in gone:
         assert admin.unlock(lock_id, force=True).status_code == 200
     cursor = first["next_cursor"]
@@ -356,13 +280,13 @@ def test_pages_over_250_locks(stack: Stack) -> None:
 
 def test_racing_creates(stack: Stack) -> None:
     repo = "team/race"
-    apis = [Api(stack, repo, "alice" if i % 2 else "bob") for i in range(20)]
+    apis = [lock_api(stack, repo, "alice" if i % 2 else "bob") for i in range(20)]
     for api in apis[:2]:  # log in once per user, so the race is about the lock
         assert api.list().status_code == 200
     barrier = threading.Barrier(len(apis))
     results: list[requests.Response] = []
 
-    def attempt(api: Api) -> None:
+    def attempt(api: LockApi) -> None:
         barrier.wait()
         results.append(api.create("contested.bin"))
 
@@ -379,14 +303,14 @@ def test_racing_creates(stack: Stack) -> None:
 
 
 def test_locks_are_per_repository(stack: Stack) -> None:
-    in_a, in_b = Api(stack, "team/a", "alice"), Api(stack, "team/b", "alice")
+    in_a, in_b = lock_api(stack, "team/a", "alice"), lock_api(stack, "team/b", "alice")
     lock = in_a.create("shared/name.bin").json()["lock"]
     assert in_b.list().json() == {"locks": []}
     assert in_b.list(path="shared/name.bin").json() == {"locks": []}
     assert in_b.list(id=lock["id"]).json() == {"locks": []}
     assert in_b.verify().json() == {"ours": [], "theirs": []}
-    assert_error(in_b.unlock(lock["id"]), 404)
-    assert_error(Api(stack, "team/b", "admin").unlock(lock["id"], force=True), 404)
+    assert_lfs_error(in_b.unlock(lock["id"]), 404, stack)
+    assert_lfs_error(lock_api(stack, "team/b", "admin").unlock(lock["id"], force=True), 404, stack)
     other = in_b.create("shared/name.bin")
     assert other.status_code == 201
     assert other.json()["lock"]["id"] != lock["id"]
@@ -399,7 +323,7 @@ def test_locks_are_per_repository(stack: Stack) -> None:
 
 
 def test_admin_command_line(stack: Stack) -> None:
-    api = Api(stack, "team/cli", "bob")
+    api = lock_api(stack, "team/cli", "bob")
     lock = api.create("models/ship.blend").json()["lock"]
     listed = stack.cli("locks", "list", "team/cli.git")
     assert listed.returncode == 0, listed.stderr

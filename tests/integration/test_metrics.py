@@ -29,6 +29,7 @@ from tests.integration.helpers import (
     upload,
     wait_until,
 )
+from tests.procs import descendants
 from tests.stack import Stack
 
 REPO = "metrics/repo"
@@ -73,25 +74,6 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 def requests_of(samples: Samples, endpoint: str, status: int) -> float:
     return value(samples, "lfs_http_requests_total", endpoint=endpoint, status=str(status))
-
-
-def descendants(pid: int) -> list[int]:
-    """Processes below `pid` (the launcher the test started): nginx, gunicorn and workers."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry)] = int(stat.rpartition(")")[2].split()[1])
-    found, frontier = [], [pid]
-    while frontier:
-        parent = frontier.pop()
-        children = [child for child, ppid in parents.items() if ppid == parent]
-        found += children
-        frontier += children
-    return found
 
 
 def metrics_dir(stack: Stack) -> Path:

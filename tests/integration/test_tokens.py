@@ -9,7 +9,6 @@ token, so the server's checks, not a broken signature, decide the outcome.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -26,6 +25,7 @@ from tests.integration.helpers import (
     actions_for,
     assert_lfs_error,
     assert_object_error,
+    batch_for,
     bearer,
     claims_of,
     download_action,
@@ -40,6 +40,7 @@ from tests.integration.helpers import (
     unsigned_token,
     upload,
 )
+from tests.lfsapi import basic
 from tests.stack import LFS_MEDIA_TYPE, Stack
 
 REPO_A = "tok/a"
@@ -99,12 +100,7 @@ def assert_not_stored(stack: Stack, data: bytes) -> None:
     oid = sha256(data)
     assert stored_copies(stack, oid) == []
     for repo in (REPO_A, REPO_B):
-        obj = only_object(
-            stack.batch(
-                repo, {"operation": "download", "objects": [{"oid": oid, "size": len(data)}]}
-            ),
-            stack,
-        )
+        obj = only_object(batch_for(stack, repo, "download", data), stack)
         assert_object_error(obj, 404)
     assert stack.upload_tmp_files() == []
 
@@ -502,7 +498,6 @@ def test_encoded_slash_cannot_widen_a_users_grant(tmp_path_factory: pytest.TempP
         x_item = {"oid": sha256(x), "size": len(x)}
         y_item = {"oid": sha256(y), "size": len(y)}
         body = json.dumps({"operation": "download", "objects": [x_item, y_item]}).encode()
-        basic = "Basic " + base64.b64encode(f"alice:{password}".encode()).decode()
         # Controls: alice reads acl/a, and is refused acl/b by its plain name.
         plain_a = server.batch("acl/a", json.loads(body), auth=("alice", password))
         assert [o["oid"] for o in batch_objects_granted(plain_a)] == [x_item["oid"]]
@@ -529,7 +524,7 @@ def test_encoded_slash_cannot_widen_a_users_grant(tmp_path_factory: pytest.TempP
                 "POST",
                 f"{path}/info/lfs/objects/batch",
                 body,
-                {**lfs_headers(), "Authorization": basic},
+                {**lfs_headers(), **basic("alice", password)},
             )
             if status != 200:
                 assert 400 <= status < 500, (path, status, raw[:300])

@@ -20,6 +20,7 @@ from tests.integration.helpers import (
     assert_lfs_error,
     assert_object_error,
     assert_raw_lfs_error,
+    batch_for,
     bearer,
     download_action,
     forge,
@@ -244,12 +245,7 @@ def test_concurrent_uploads_of_one_oid(stack: Stack) -> None:
     assert verify_post(actions["verify"], data).status_code == 200
     # Uploading it once more is a harmless no-op, and the batch now says done.
     assert put_action(actions["upload"], data).status_code == 200
-    again = only_object(
-        stack.batch(
-            REPO, {"operation": "upload", "objects": [{"oid": sha256(data), "size": len(data)}]}
-        ),
-        stack,
-    )
+    again = only_object(batch_for(stack, REPO, "upload", data), stack)
     assert "actions" not in again
     assert_stored_once(stack, data)
 

@@ -134,15 +134,7 @@ class Load:
     def git(self, client: Client, kind: str, *args: str, cwd: Path, **env: str) -> bool:
         start = time.monotonic()
         try:
-            done = subprocess.run(
-                ["git", *args],
-                cwd=cwd,
-                env={**client.user.env, **env},
-                capture_output=True,
-                text=True,
-                timeout=OP_TIMEOUT,
-                check=False,
-            )
+            done = client.user.run("git", *args, cwd=cwd, check=False, timeout=OP_TIMEOUT, **env)
         except subprocess.TimeoutExpired:
             ok, detail = False, f"git {' '.join(args)}: timed out after {OP_TIMEOUT:.0f} s"
         else:

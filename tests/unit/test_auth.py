@@ -14,6 +14,7 @@ from lfs_server.access import matches, normalize_pattern
 from lfs_server.accounts import hash_password, new_token
 from lfs_server.app import create_app
 from lfs_server.db import SQLiteDatabase
+from tests.lfsapi import basic
 from tests.unit.conftest import make_settings
 
 LFS = "application/vnd.git-lfs+json"
@@ -31,11 +32,6 @@ def app(tmp_path: Path) -> Flask:
     db.set_grant("writer", "team/*", "write")
     db.set_grant("reader", "team/proj", "read")
     return app
-
-
-def basic(name: str, secret: str) -> dict[str, str]:
-    encoded = base64.b64encode(f"{name}:{secret}".encode()).decode()
-    return {"Authorization": f"Basic {encoded}"}
 
 
 def batch(

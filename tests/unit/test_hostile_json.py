@@ -7,6 +7,8 @@ import json
 import pytest
 from flask.testing import FlaskClient
 
+from tests.lfsapi import assert_lfs_error
+
 LFS = "application/vnd.git-lfs+json"
 DEEP = 100_000
 BATCH = "/team/proj.git/info/lfs/objects/batch"
@@ -26,10 +28,7 @@ LOCKS = "/team/proj.git/info/lfs/locks"
     ],
 )
 def test_deeply_nested_json_is_422(client: FlaskClient, url: str, body: bytes) -> None:
-    response = client.post(url, data=body, content_type=LFS)
-    assert response.status_code == 422, response.get_data(as_text=True)[:300]
-    assert response.mimetype == LFS
-    assert response.get_json()["message"]
+    assert_lfs_error(client.post(url, data=body, content_type=LFS), 422)
 
 
 def test_json_answers_keep_key_order(client: FlaskClient) -> None:

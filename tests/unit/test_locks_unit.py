@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import re
 import sqlite3
 import threading
@@ -19,11 +18,13 @@ from lfs_server.app import create_app
 from lfs_server.db import SQLiteDatabase
 from lfs_server.db.sqlite import MIGRATIONS
 from lfs_server.settings import Settings
+from tests.lfsapi import LockApi, assert_lfs_error, basic
 
 LFS = "application/vnd.git-lfs+json"
 PASSWORD = "correct horse battery"
 REPO = "team/proj"
 BASE = f"/{REPO}.git/info/lfs/locks"
+AS_ALICE = {"Accept": LFS, **basic("alice", PASSWORD)}
 RFC3339_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 
@@ -57,35 +58,9 @@ def db(lock_app: Flask) -> SQLiteDatabase:
     return lock_app.extensions["lfs_db"]
 
 
-class Api:
-    """Calls the locking endpoints as one user (None: anonymous)."""
-
-    def __init__(self, client: FlaskClient, user: str | None, repo: str = REPO) -> None:
-        self.client = client
-        self.headers = {"Accept": LFS}
-        if user is not None:
-            token = base64.b64encode(f"{user}:{PASSWORD}".encode()).decode()
-            self.headers["Authorization"] = f"Basic {token}"
-        self.base = f"/{repo}.git/info/lfs/locks"
-
-    def post(self, suffix: str, body: Any = None, raw: str | None = None):
-        if raw is not None:
-            return self.client.post(
-                self.base + suffix, data=raw, headers=self.headers, content_type=LFS
-            )
-        return self.client.post(self.base + suffix, json=body, headers=self.headers)
-
-    def create(self, path: Any, **extra: Any):
-        return self.post("", {"path": path, **extra})
-
-    def list(self, **query: Any):
-        return self.client.get(self.base, query_string=query, headers=self.headers)
-
-    def verify(self, **body: Any):
-        return self.post("/verify", body)
-
-    def unlock(self, lock_id: str, **body: Any):
-        return self.post(f"/{lock_id}/unlock", body)
+def lock_api(client: FlaskClient, user: str | None, repo: str = REPO) -> LockApi:
+    """The locking endpoints as `user` (None: anonymous), through the test client."""
+    return LockApi.over_flask(client, repo, None if user is None else (user, PASSWORD))
 
 
 @pytest.fixture
@@ -94,22 +69,16 @@ def client(lock_app: Flask) -> FlaskClient:
 
 
 @pytest.fixture
-def alice(client: FlaskClient) -> Api:
-    return Api(client, "alice")
+def alice(client: FlaskClient) -> LockApi:
+    return lock_api(client, "alice")
 
 
 @pytest.fixture
-def bob(client: FlaskClient) -> Api:
-    return Api(client, "bob")
+def bob(client: FlaskClient) -> LockApi:
+    return lock_api(client, "bob")
 
 
-def assert_lfs_error(response, status: int) -> None:
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == LFS
-    assert isinstance(response.get_json()["message"], str)
-
-
-def walk(api: Api, limit: int) -> list[dict[str, Any]]:
+def walk(api: LockApi, limit: int) -> list[dict[str, Any]]:
     """Every lock through the list endpoint, page by page."""
     seen: list[dict[str, Any]] = []
     cursor = None
@@ -129,7 +98,7 @@ def walk(api: Api, limit: int) -> list[dict[str, Any]]:
 # creating
 
 
-def test_create_returns_201_with_the_lock(alice: Api) -> None:
+def test_create_returns_201_with_the_lock(alice: LockApi) -> None:
     response = alice.create("art/hero.psd", ref={"name": "refs/heads/main"})
     assert response.status_code == 201
     assert response.mimetype == LFS
@@ -155,7 +124,7 @@ def test_create_returns_201_with_the_lock(alice: Api) -> None:
         "x" * locks.MAX_PATH_LENGTH,
     ],
 )
-def test_paths_are_returned_exactly_as_sent(alice: Api, path: str) -> None:
+def test_paths_are_returned_exactly_as_sent(alice: LockApi, path: str) -> None:
     response = alice.create(path)
     assert response.status_code == 201
     assert response.get_json()["lock"]["path"] == path
@@ -192,27 +161,27 @@ def test_paths_are_returned_exactly_as_sent(alice: Api, path: str) -> None:
         {"path": "a"},
     ],
 )
-def test_bad_paths_are_422(alice: Api, path: Any) -> None:
+def test_bad_paths_are_422(alice: LockApi, path: Any) -> None:
     assert_lfs_error(alice.create(path), 422)
     assert alice.list().get_json() == {"locks": []}
 
 
 @pytest.mark.parametrize("raw", ["", "not json", "[]", '"a.bin"', "{", "null"])
-def test_bad_bodies_are_422(alice: Api, raw: str) -> None:
+def test_bad_bodies_are_422(alice: LockApi, raw: str) -> None:
     assert_lfs_error(alice.post("", raw=raw), 422)
 
 
 @pytest.mark.parametrize("ref", ["refs/heads/main", 5, {"name": 5}, []])
-def test_bad_ref_is_422(alice: Api, ref: Any) -> None:
+def test_bad_ref_is_422(alice: LockApi, ref: Any) -> None:
     assert_lfs_error(alice.create("a.bin", ref=ref), 422)
 
 
-def test_null_or_empty_ref_is_fine(alice: Api) -> None:
+def test_null_or_empty_ref_is_fine(alice: LockApi) -> None:
     assert alice.create("a.bin", ref=None).status_code == 201
     assert alice.create("b.bin", ref={}).status_code == 201
 
 
-def test_second_lock_on_a_path_is_409_with_the_existing_lock(alice: Api, bob: Api) -> None:
+def test_second_lock_on_a_path_is_409_with_the_existing_lock(alice: LockApi, bob: LockApi) -> None:
     first = alice.create("a.bin").get_json()["lock"]
     for api in (bob, alice):
         response = api.create("a.bin")
@@ -223,7 +192,7 @@ def test_second_lock_on_a_path_is_409_with_the_existing_lock(alice: Api, bob: Ap
     assert len(alice.list().get_json()["locks"]) == 1
 
 
-def test_paths_differing_only_in_case_are_different_locks(alice: Api) -> None:
+def test_paths_differing_only_in_case_are_different_locks(alice: LockApi) -> None:
     assert alice.create("A.bin").status_code == 201
     assert alice.create("a.bin").status_code == 201
 
@@ -235,7 +204,7 @@ def test_racing_creates_make_exactly_one_lock(lock_app: Flask) -> None:
     barrier = threading.Barrier(12)
 
     def attempt(user: str) -> None:
-        api = Api(lock_app.test_client(), user)
+        api = lock_api(lock_app.test_client(), user)
         barrier.wait()
         response = api.create("race.bin")
         statuses.append(response.status_code)
@@ -272,9 +241,9 @@ def test_database_race_exactly_one_created(db: SQLiteDatabase) -> None:
 # rights
 
 
-def test_anonymous_is_401_with_a_challenge(client: FlaskClient, alice: Api) -> None:
+def test_anonymous_is_401_with_a_challenge(client: FlaskClient, alice: LockApi) -> None:
     lock_id = alice.create("a.bin").get_json()["lock"]["id"]
-    anonymous = Api(client, None)
+    anonymous = lock_api(client, None)
     for response in (
         anonymous.create("b.bin"),
         anonymous.list(),
@@ -285,9 +254,11 @@ def test_anonymous_is_401_with_a_challenge(client: FlaskClient, alice: Api) -> N
         assert response.headers["LFS-Authenticate"].startswith("Basic")
 
 
-def test_reader_may_list_but_not_create_verify_or_unlock(client: FlaskClient, alice: Api) -> None:
+def test_reader_may_list_but_not_create_verify_or_unlock(
+    client: FlaskClient, alice: LockApi
+) -> None:
     lock = alice.create("a.bin").get_json()["lock"]
-    carol = Api(client, "carol")
+    carol = lock_api(client, "carol")
     assert carol.list().get_json() == {"locks": [lock]}
     assert_lfs_error(carol.create("b.bin"), 403)
     assert_lfs_error(carol.verify(), 403)
@@ -296,11 +267,11 @@ def test_reader_may_list_but_not_create_verify_or_unlock(client: FlaskClient, al
 
 
 def test_no_grant_on_the_repo_is_403(client: FlaskClient) -> None:
-    carol_elsewhere = Api(client, "carol", repo="team/other")
+    carol_elsewhere = lock_api(client, "carol", repo="team/other")
     assert_lfs_error(carol_elsewhere.list(), 403)
 
 
-def test_own_unlock(alice: Api) -> None:
+def test_own_unlock(alice: LockApi) -> None:
     lock = alice.create("a.bin").get_json()["lock"]
     response = alice.unlock(lock["id"], force=False, ref={"name": "refs/heads/main"})
     assert response.status_code == 200
@@ -309,34 +280,36 @@ def test_own_unlock(alice: Api) -> None:
     assert_lfs_error(alice.unlock(lock["id"]), 404)
 
 
-def test_own_unlock_with_empty_body(alice: Api) -> None:
+def test_own_unlock_with_empty_body(alice: LockApi) -> None:
     lock = alice.create("a.bin").get_json()["lock"]
     assert alice.post(f"/{lock['id']}/unlock", raw="").status_code == 200
 
 
-def test_others_lock_without_force_is_403_even_for_admins(client: FlaskClient, alice: Api) -> None:
+def test_others_lock_without_force_is_403_even_for_admins(
+    client: FlaskClient, alice: LockApi
+) -> None:
     lock = alice.create("a.bin").get_json()["lock"]
     for name in ("bob", "boss", "root"):
-        assert_lfs_error(Api(client, name).unlock(lock["id"], force=False), 403)
-    assert_lfs_error(Api(client, "bob").unlock(lock["id"]), 403)
+        assert_lfs_error(lock_api(client, name).unlock(lock["id"], force=False), 403)
+    assert_lfs_error(lock_api(client, "bob").unlock(lock["id"]), 403)
     assert alice.list().get_json() == {"locks": [lock]}
 
 
-def test_force_needs_admin_on_the_repo(client: FlaskClient, alice: Api, bob: Api) -> None:
+def test_force_needs_admin_on_the_repo(client: FlaskClient, alice: LockApi, bob: LockApi) -> None:
     lock = alice.create("a.bin").get_json()["lock"]
     response = bob.unlock(lock["id"], force=True)
     assert_lfs_error(response, 403)
     assert "admin" in response.get_json()["message"]
     assert alice.list().get_json() == {"locks": [lock]}
-    response = Api(client, "boss").unlock(lock["id"], force=True)
+    response = lock_api(client, "boss").unlock(lock["id"], force=True)
     assert response.status_code == 200
     assert response.get_json() == {"lock": lock}
     lock = alice.create("b.bin").get_json()["lock"]
-    assert Api(client, "root").unlock(lock["id"], force=True).status_code == 200
+    assert lock_api(client, "root").unlock(lock["id"], force=True).status_code == 200
     assert alice.list().get_json() == {"locks": []}
 
 
-def test_force_on_own_lock_needs_only_write(alice: Api) -> None:
+def test_force_on_own_lock_needs_only_write(alice: LockApi) -> None:
     lock = alice.create("a.bin").get_json()["lock"]
     assert alice.unlock(lock["id"], force=True).status_code == 200
 
@@ -344,25 +317,25 @@ def test_force_on_own_lock_needs_only_write(alice: Api) -> None:
 def test_admin_of_one_repo_cannot_force_in_another(db: SQLiteDatabase, client: FlaskClient) -> None:
     # boss is admin on team/proj but only a writer on team/other
     db.set_grant("boss", "team/other", "write")
-    lock = Api(client, "bob", repo="team/other").create("a.bin").get_json()["lock"]
-    boss_there = Api(client, "boss", repo="team/other")
+    lock = lock_api(client, "bob", repo="team/other").create("a.bin").get_json()["lock"]
+    boss_there = lock_api(client, "boss", repo="team/other")
     assert_lfs_error(boss_there.unlock(lock["id"], force=True), 403)
 
 
 @pytest.mark.parametrize("force", ["yes", 1, 0, None, [], {}])
-def test_force_must_be_a_bool(alice: Api, force: Any) -> None:
+def test_force_must_be_a_bool(alice: LockApi, force: Any) -> None:
     lock = alice.create("a.bin").get_json()["lock"]
     assert_lfs_error(alice.unlock(lock["id"], force=force), 422)
 
 
-def test_unknown_lock_is_404(alice: Api) -> None:
+def test_unknown_lock_is_404(alice: LockApi) -> None:
     assert_lfs_error(alice.unlock("0" * 32), 404)
     assert_lfs_error(alice.unlock("no-such-lock", force=True), 404)
 
 
 def test_anonymous_writers_own_locks_as_anonymous(tmp_path: Path) -> None:
     client = make_app(tmp_path / "anon", "write").test_client()
-    anonymous = Api(client, None)
+    anonymous = lock_api(client, None)
     lock = anonymous.create("a.bin").get_json()["lock"]
     assert lock["owner"] == {"name": "anonymous"}
     assert anonymous.verify().get_json() == {"ours": [lock], "theirs": []}
@@ -371,7 +344,7 @@ def test_anonymous_writers_own_locks_as_anonymous(tmp_path: Path) -> None:
 
 def test_anonymous_readers_may_only_list(tmp_path: Path) -> None:
     client = make_app(tmp_path / "anon", "read").test_client()
-    anonymous = Api(client, None)
+    anonymous = lock_api(client, None)
     assert anonymous.list().get_json() == {"locks": []}
     assert_lfs_error(anonymous.create("a.bin"), 401)
 
@@ -379,27 +352,29 @@ def test_anonymous_readers_may_only_list(tmp_path: Path) -> None:
 # repositories
 
 
-def test_locks_are_per_repository(client: FlaskClient, alice: Api) -> None:
+def test_locks_are_per_repository(client: FlaskClient, alice: LockApi) -> None:
     lock = alice.create("a.bin").get_json()["lock"]
-    other = Api(client, "alice", repo="team/other")
+    other = lock_api(client, "alice", repo="team/other")
     assert other.list().get_json() == {"locks": []}
     assert other.verify().get_json() == {"ours": [], "theirs": []}
     assert other.list(id=lock["id"]).get_json() == {"locks": []}
     assert_lfs_error(other.unlock(lock["id"]), 404)
     assert other.create("a.bin").status_code == 201
-    same = client.get(f"/{REPO}/info/lfs/locks", headers=alice.headers)
+    same = client.get(
+        f"/{REPO}/info/lfs/locks", headers={"Accept": LFS, **basic("alice", PASSWORD)}
+    )
     assert same.get_json()["locks"] == [lock]
 
 
-def test_invalid_repository_is_404(alice: Api) -> None:
-    response = alice.client.get("/.hidden/info/lfs/locks", headers=alice.headers)
+def test_invalid_repository_is_404(client: FlaskClient) -> None:
+    response = client.get("/.hidden/info/lfs/locks", headers=AS_ALICE)
     assert_lfs_error(response, 404)
 
 
 # listing and pages
 
 
-def test_empty_list_and_verify(alice: Api) -> None:
+def test_empty_list_and_verify(alice: LockApi) -> None:
     response = alice.list()
     assert response.status_code == 200
     assert response.mimetype == LFS
@@ -407,7 +382,7 @@ def test_empty_list_and_verify(alice: Api) -> None:
     assert alice.verify().get_json() == {"ours": [], "theirs": []}
 
 
-def test_filters(alice: Api, bob: Api) -> None:
+def test_filters(alice: LockApi, bob: LockApi) -> None:
     a = alice.create("a.bin").get_json()["lock"]
     b = bob.create("b.bin").get_json()["lock"]
     assert alice.list(path="a.bin").get_json() == {"locks": [a]}
@@ -420,27 +395,27 @@ def test_filters(alice: Api, bob: Api) -> None:
 
 
 @pytest.mark.parametrize("limit", ["0", "-1", "abc", "1.5", "1e3", " 5"])
-def test_bad_query_limit_is_422(alice: Api, limit: str) -> None:
+def test_bad_query_limit_is_422(alice: LockApi, limit: str) -> None:
     assert_lfs_error(alice.list(limit=limit), 422)
 
 
 @pytest.mark.parametrize("limit", [0, -1, "5", True, 1.5, [5]])
-def test_bad_body_limit_is_422(alice: Api, limit: Any) -> None:
+def test_bad_body_limit_is_422(alice: LockApi, limit: Any) -> None:
     assert_lfs_error(alice.verify(limit=limit), 422)
 
 
-def test_null_limit_and_cursor_mean_not_given(alice: Api) -> None:
+def test_null_limit_and_cursor_mean_not_given(alice: LockApi) -> None:
     assert alice.verify(limit=None, cursor=None).get_json() == {"ours": [], "theirs": []}
 
 
 @pytest.mark.parametrize("cursor", ["abc", "-1", "1.0", "9" * 19])
-def test_bad_cursor_is_422(alice: Api, cursor: str) -> None:
+def test_bad_cursor_is_422(alice: LockApi, cursor: str) -> None:
     assert_lfs_error(alice.list(cursor=cursor), 422)
     assert_lfs_error(alice.verify(cursor=cursor), 422)
 
 
 @pytest.mark.parametrize("cursor", [5, True, ["1"]])
-def test_cursor_in_a_body_must_be_a_string(alice: Api, cursor: Any) -> None:
+def test_cursor_in_a_body_must_be_a_string(alice: LockApi, cursor: Any) -> None:
     assert_lfs_error(alice.verify(cursor=cursor), 422)
 
 
@@ -462,14 +437,14 @@ def fill(db: SQLiteDatabase, count: int, owner: str = "alice", repo: str = REPO)
         )
 
 
-def test_pages_cover_every_lock_once(db: SQLiteDatabase, alice: Api) -> None:
+def test_pages_cover_every_lock_once(db: SQLiteDatabase, alice: LockApi) -> None:
     fill(db, 25)
     for limit in (1, 7, 10, 25, 26, 1000):
         seen = walk(alice, limit)
         assert [lock["path"] for lock in seen] == [f"file{i:04}.bin" for i in range(25)]
 
 
-def test_a_full_last_page_has_no_next_cursor(db: SQLiteDatabase, alice: Api) -> None:
+def test_a_full_last_page_has_no_next_cursor(db: SQLiteDatabase, alice: LockApi) -> None:
     fill(db, 10)
     body = alice.list(limit=10).get_json()
     assert len(body["locks"]) == 10
@@ -480,7 +455,7 @@ def test_a_full_last_page_has_no_next_cursor(db: SQLiteDatabase, alice: Api) -> 
     assert "next_cursor" not in body
 
 
-def test_default_and_maximum_page_size(db: SQLiteDatabase, alice: Api) -> None:
+def test_default_and_maximum_page_size(db: SQLiteDatabase, alice: LockApi) -> None:
     assert (locks.DEFAULT_LIMIT, locks.MAX_LIMIT) == (100, 1000)
     fill(db, locks.MAX_LIMIT + 1)
     body = alice.list().get_json()
@@ -496,7 +471,7 @@ def test_default_and_maximum_page_size(db: SQLiteDatabase, alice: Api) -> None:
     assert len(alice.verify(limit=5000).get_json()["ours"]) == locks.MAX_LIMIT
 
 
-def test_deletes_between_pages_skip_nothing(db: SQLiteDatabase, alice: Api) -> None:
+def test_deletes_between_pages_skip_nothing(db: SQLiteDatabase, alice: LockApi) -> None:
     fill(db, 30)
     first = alice.list(limit=10).get_json()
     seen = first["locks"]
@@ -516,7 +491,7 @@ def test_deletes_between_pages_skip_nothing(db: SQLiteDatabase, alice: Api) -> N
     assert set(ids) == expected
 
 
-def test_a_deleted_sequence_number_is_never_reused(db: SQLiteDatabase, alice: Api) -> None:
+def test_a_deleted_sequence_number_is_never_reused(db: SQLiteDatabase, alice: LockApi) -> None:
     fill(db, 3)
     body = alice.list(limit=3).get_json()
     assert "next_cursor" not in body
@@ -527,7 +502,7 @@ def test_a_deleted_sequence_number_is_never_reused(db: SQLiteDatabase, alice: Ap
     assert rest == {"locks": [fresh]}
 
 
-def test_verify_splits_ours_and_theirs_across_pages(db: SQLiteDatabase, alice: Api) -> None:
+def test_verify_splits_ours_and_theirs_across_pages(db: SQLiteDatabase, alice: LockApi) -> None:
     for i in range(9):
         owner = "alice" if i % 3 == 0 else "bob"
         db.create_lock(locks.new_lock_id(), REPO, f"f{i}.bin", owner, 0, owner_uid=uid(db, owner))
@@ -552,13 +527,13 @@ def test_verify_splits_ours_and_theirs_across_pages(db: SQLiteDatabase, alice: A
     assert theirs == ["f1.bin", "f2.bin", "f4.bin", "f5.bin", "f7.bin", "f8.bin"]
 
 
-def test_locked_at_is_rfc3339_utc(db: SQLiteDatabase, alice: Api) -> None:
+def test_locked_at_is_rfc3339_utc(db: SQLiteDatabase, alice: LockApi) -> None:
     db.create_lock("fixed", REPO, "a.bin", "alice", 1_795_268_151, owner_uid=uid(db, "alice"))
     assert alice.list().get_json()["locks"][0]["locked_at"] == "2026-11-21T13:35:51Z"
 
 
-def test_unsupported_method_is_lfs_json(alice: Api) -> None:
-    response = alice.client.delete(BASE, headers=alice.headers)
+def test_unsupported_method_is_lfs_json(client: FlaskClient) -> None:
+    response = client.delete(BASE, headers=AS_ALICE)
     assert_lfs_error(response, 405)
 
 
@@ -602,10 +577,10 @@ def test_cli_list_and_remove(
 ) -> None:
     data_dir = tmp_path / "data"
     app = make_app(data_dir, "write")
-    api = Api(app.test_client(), None)
+    api = lock_api(app.test_client(), None)
     a = api.create("art/a b.psd").get_json()["lock"]
     b = api.create("b.bin").get_json()["lock"]
-    Api(app.test_client(), None, repo="team/other").create("elsewhere.bin")
+    lock_api(app.test_client(), None, repo="team/other").create("elsewhere.bin")
     capsys.readouterr()
 
     assert run_cli(monkeypatch, data_dir, "locks", "list", "team/proj.git") == 0

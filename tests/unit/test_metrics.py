@@ -6,7 +6,6 @@ tests/integration/test_metrics.py.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from pathlib import Path
 
@@ -22,16 +21,12 @@ from lfs_server.app import create_app
 from lfs_server.db import SQLiteDatabase
 from lfs_server.settings import SettingsError
 from lfs_server.tokens import Grant
+from tests.lfsapi import assert_lfs_error, basic
 from tests.unit.conftest import make_settings
 
-LFS = "application/vnd.git-lfs+json"
 PASSWORD = "metrics password 42"
 PASSWORD_HASH = hash_password(PASSWORD)
 REMOTE = "10.0.0.7"
-
-
-def basic(name: str, secret: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{name}:{secret}".encode()).decode()}
 
 
 def make_app(tmp_path: Path, **env: str) -> Flask:
@@ -66,12 +61,6 @@ def test_setting_refuses_other_values(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------- the access rule
-
-
-def assert_lfs_error(response, status: int) -> None:
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == LFS
-    assert response.get_json()["message"]
 
 
 def test_admin_mode_needs_a_server_admin(tmp_path: Path) -> None:
