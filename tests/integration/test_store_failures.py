@@ -35,16 +35,11 @@ from tests.integration.helpers import (
     stored_copies,
     wait_until,
 )
+from tests.prerequisites import skip_or_fail
 from tests.stack import Stack, free_port
 
 REPO = "team/failures"
 MIB = 1 << 20
-
-
-def unavailable(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI is set: this test must run)")
-    pytest.skip(reason)
 
 
 def chattr(flag: str, path: Path) -> None:
@@ -56,13 +51,13 @@ def chattr(flag: str, path: Path) -> None:
 def immutable_works(stack: Stack) -> None:
     """chattr +i works on the data dir's filesystem (root, ext4, tmpfs, ...)."""
     if shutil.which("chattr") is None:
-        unavailable("chattr is not installed (Debian: e2fsprogs)")
+        skip_or_fail("chattr is not installed (Debian: e2fsprogs)")
     probe = stack.data_dir / "immutable-probe"
     probe.write_bytes(b"")
     done = subprocess.run(["chattr", "+i", str(probe)], capture_output=True, text=True)
     if done.returncode != 0:
         probe.unlink()
-        unavailable(f"chattr +i is refused here: {done.stderr.strip()}")
+        skip_or_fail(f"chattr +i is refused here: {done.stderr.strip()}")
     chattr("-i", probe)
     probe.unlink()
 
@@ -143,7 +138,7 @@ def tmpfs_at(where: Path) -> Iterator[None]:
         text=True,
     )
     if done.returncode != 0:
-        unavailable(f"cannot mount a tmpfs: {done.stderr.strip() or done.returncode}")
+        skip_or_fail(f"cannot mount a tmpfs: {done.stderr.strip() or done.returncode}")
     try:
         yield
     finally:
