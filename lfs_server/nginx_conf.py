@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import sys
 from pathlib import Path
 
+from lfs_server.cpus import available_cpus
 from lfs_server.settings import Settings
 
 _FIELD_RE = re.compile(r"\{\{([A-Z_]+)\}\}")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+WORKER_CONNECTIONS = 4096
+# A proxied upload holds two of worker_connections (client and upstream)
+# and a temp file; a download a connection and the open object. Twice the
+# connections plus some for logs and listeners is always enough.
+SPARE_FILES = 64
 
 
 TEMPLATE_PLACES = (
@@ -26,13 +34,53 @@ def template_text() -> str:
     raise FileNotFoundError("nginx.conf.template is missing from the installation")
 
 
+class UnsafeValue(ValueError):
+    """A value cannot go into nginx.conf as it is; the message names the setting."""
+
+
+def escaped(value: str, setting: str, *, variables: bool) -> str:
+    """`value` for use between double quotes in nginx.conf.
+
+    Inside quotes nginx unescapes a backslash before a quote or a backslash,
+    so spaces, `;`, `{` and quotes are all safe there. Refused: control
+    characters, and a `$` in directives where nginx expands variables
+    (alias, access_log, ssl_certificate), as nginx has no escape for it.
+    """
+    if _CONTROL_RE.search(value):
+        raise UnsafeValue(f"{setting}: control characters are not allowed, got {value!r}")
+    if variables and "$" in value:
+        raise UnsafeValue(f"{setting}: a '$' is not allowed (nginx reads it as a variable)")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise UnsafeValue(f"{setting}: not valid UTF-8, got {value!r}") from None
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def worker_limits() -> tuple[int, int]:
+    """worker_connections and a worker_rlimit_nofile that fits them.
+
+    Only root may raise the hard limit; below root the connections shrink
+    to fit it instead of nginx failing to set the limit.
+    """
+    connections = WORKER_CONNECTIONS
+    files = 2 * connections + SPARE_FILES
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if os.geteuid() != 0 and hard != resource.RLIM_INFINITY and hard < files:
+        connections = max(1, (hard - SPARE_FILES) // 2)
+        files = hard
+    return connections, files
+
+
 def tls_directives(settings: Settings) -> str:
     """Modern TLS only (1.2 with forward-secret AEAD ciphers, and 1.3)."""
-    if settings.tls_cert is None:
+    if settings.tls_cert is None or settings.tls_key is None:
         return ""
+    cert = escaped(str(settings.tls_cert), "LFS_TLS_CERT", variables=True)
+    key = escaped(str(settings.tls_key), "LFS_TLS_KEY", variables=True)
     return (
-        f"        ssl_certificate {settings.tls_cert};\n"
-        f"        ssl_certificate_key {settings.tls_key};\n"
+        f'        ssl_certificate "{cert}";\n'
+        f'        ssl_certificate_key "{key}";\n'
         "        ssl_protocols TLSv1.2 TLSv1.3;\n"
         "        ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
         "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
@@ -57,6 +105,7 @@ def realip_directives(settings: Settings) -> str:
 
 
 def render(settings: Settings, run_dir: Path, socket: Path, access_log: str) -> str:
+    """The config text; UnsafeValue when a path cannot be written into it safely."""
     host = settings.listen_host
     listen_host = f"[{host}]" if ":" in host else host
     user = ""
@@ -64,14 +113,20 @@ def render(settings: Settings, run_dir: Path, socket: Path, access_log: str) -> 
         # Workers must be able to hand temp files to the app for linking, so
         # they run as the same user as gunicorn.
         user = "user root root;"
+    listen = escaped(f"{listen_host}:{settings.listen_port}", "LFS_LISTEN", variables=False)
+    connections, files = worker_limits()
+    data_dir = "LFS_DATA_DIR"
     fields = {
         "USER_DIRECTIVE": user,
-        "RUN_DIR": str(run_dir),
-        "ACCESS_LOG": access_log,
-        "UPLOAD_TMP_DIR": str(settings.upload_tmp_dir),
-        "OBJECTS_DIR": str(settings.objects_dir),
-        "SOCKET": str(socket),
-        "LISTEN": f"{listen_host}:{settings.listen_port}" + (" ssl" if settings.tls_cert else ""),
+        "WORKER_PROCESSES": str(available_cpus()),
+        "WORKER_CONNECTIONS": str(connections),
+        "WORKER_RLIMIT_NOFILE": str(files),
+        "RUN_DIR": escaped(str(run_dir), "TMPDIR (the run dir)", variables=False),
+        "ACCESS_LOG": escaped(access_log, "the access log", variables=True),
+        "UPLOAD_TMP_DIR": escaped(str(settings.upload_tmp_dir), data_dir, variables=False),
+        "OBJECTS_DIR": escaped(str(settings.objects_dir), data_dir, variables=True),
+        "SOCKET": escaped(str(socket), "TMPDIR (the run dir)", variables=False),
+        "LISTEN": f'"{listen}"' + (" ssl" if settings.tls_cert else ""),
         "TLS_DIRECTIVES": tls_directives(settings),
         "REALIP_DIRECTIVES": realip_directives(settings),
         "MAX_OBJECT_SIZE": str(settings.max_object_size),

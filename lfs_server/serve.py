@@ -146,15 +146,19 @@ class Supervisor:
 
     def start(self, run_dir: Path) -> None:
         nginx = find_nginx(self.settings.nginx)
-        check_port_free(self.settings)
         socket_path = run_dir / "gunicorn.sock"
+        try:
+            text = nginx_conf.render(self.settings, run_dir, socket_path, "/dev/stdout")
+        except nginx_conf.UnsafeValue as exc:
+            raise LaunchError(str(exc)) from None
+        check_port_free(self.settings)
         # prometheus_client's multiprocess mode: each worker's values in files
         # here, summed by /metrics (lfs_server.metrics); run_dir is new each start.
         metrics_dir = run_dir / "metrics"
         metrics_dir.mkdir()
         prehash_socket = run_dir / "prehash.sock"
         conf = run_dir / "nginx.conf"
-        conf.write_text(nginx_conf.render(self.settings, run_dir, socket_path, "/dev/stdout"))
+        conf.write_text(text)
         checked = subprocess.run(
             [nginx, "-t", "-q", "-p", str(run_dir), "-c", str(conf), "-e", "stderr"],
             capture_output=True,
