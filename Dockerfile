@@ -70,8 +70,10 @@ WORKDIR /data
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
   CMD ["/opt/lfs-server/bin/python", "/opt/lfs-server/healthcheck.py"]
 
-# PID 1 is the launcher: it reaps children and stops gracefully on SIGTERM
-# (well within docker stop's 10 s). Other commands: `docker run IMAGE check-config`,
+# PID 1 is the launcher: it reaps children and stops gracefully on SIGTERM,
+# letting uploads in flight finish for up to LFS_STOP_GRACE (60 s). Docker
+# kills after 10 s by default: stop with `docker stop -t 70`, or run with
+# `--stop-timeout 70`. Other commands: `docker run IMAGE check-config`,
 # `docker exec CONTAINER lfs-server ...`.
 ENTRYPOINT ["/opt/lfs-server/bin/lfs-server"]
 CMD ["serve"]

@@ -130,6 +130,7 @@ def render(settings: Settings, run_dir: Path, socket: Path, access_log: str) -> 
         "TLS_DIRECTIVES": tls_directives(settings),
         "REALIP_DIRECTIVES": realip_directives(settings),
         "MAX_OBJECT_SIZE": str(settings.max_object_size),
+        "STOP_GRACE": str(settings.stop_grace),
     }
 
     def field(match: re.Match[str]) -> str:

@@ -1,7 +1,8 @@
 """The launcher: nginx in front, gunicorn behind a unix socket, supervised.
 
 The same command runs on a laptop, in the tests and as the Docker entrypoint
-(PID 1): it reaps every child, forwards SIGTERM/SIGINT as a graceful stop
+(PID 1): it reaps every child, turns SIGTERM/SIGINT into a graceful stop
+(nginx drains first, then gunicorn, so uploads in flight are committed)
 and exits non-zero when either server dies, so a supervisor restarts it.
 """
 
@@ -26,7 +27,12 @@ from lfs_server.prehash import PREHASH_SOCKET_ENV, Prehasher
 from lfs_server.settings import Settings
 from lfs_server.store.local import LinkCheckError, check_hard_links
 
-STOP_GRACE_SECONDS = 6.0
+# After LFS_STOP_GRACE nginx closes what is left itself (worker_shutdown_timeout);
+# the launcher kills it if it has not exited this much later.
+NGINX_FORCE_SECONDS = 2.0
+# gunicorn is stopped once nginx is gone, so it has requests left only when
+# nginx was cut: commits still running get this long.
+GUNICORN_GRACE_SECONDS = 5
 START_TIMEOUT_SECONDS = 30.0
 # The supervision loop sweeps stale upload temp files this often (one scandir).
 SWEEP_INTERVAL_SECONDS = 600.0
@@ -182,7 +188,7 @@ class Supervisor:
                 "--timeout",
                 "120",
                 "--graceful-timeout",
-                str(int(STOP_GRACE_SECONDS) - 1),
+                str(GUNICORN_GRACE_SECONDS),
                 "--keep-alive",
                 "75",
                 "--log-level",
@@ -244,19 +250,24 @@ class Supervisor:
                     return 1
         return 0
 
+    def _stop_child(self, name: str, sig: int, seconds: float) -> None:
+        """Signal one child and wait for it, killing it after `seconds`."""
+        child = self.children.get(name)
+        if child is None or child.returncode is not None:
+            return
+        child.send_signal(sig)
+        try:
+            child.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
     def stop(self) -> None:
-        """Graceful stop (nginx QUIT, gunicorn TERM), forced after a grace period."""
-        graceful = {"nginx": signal.SIGQUIT, "gunicorn": signal.SIGTERM}
-        for name, child in self.children.items():
-            if child.returncode is None:
-                child.send_signal(graceful[name])
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for child in self.children.values():
-            try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+        """Graceful stop, in order: nginx (QUIT: it closes its port at once and
+        finishes the requests in flight, uploads with their commit, within
+        LFS_STOP_GRACE), then gunicorn, which those commits needed."""
+        self._stop_child("nginx", signal.SIGQUIT, self.settings.stop_grace + NGINX_FORCE_SECONDS)
+        self._stop_child("gunicorn", signal.SIGTERM, GUNICORN_GRACE_SECONDS + 1.0)
         kill_orphans()
         if self.prehasher is not None:
             self.prehasher.stop()

@@ -63,6 +63,10 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "PEM certificate (chain) file: when set with LFS_TLS_KEY, nginx serves HTTPS",
     ),
     "LFS_TLS_KEY": ("", "PEM private key file for LFS_TLS_CERT"),
+    "LFS_STOP_GRACE": (
+        "60",
+        "seconds a stop (SIGTERM) waits for transfers in flight before cutting them (1 .. 3600)",
+    ),
     "LFS_METRICS": (
         "admin",
         "who may read /metrics: off, admin (server admins' Basic credentials), "
@@ -184,6 +188,7 @@ class Settings:
     metrics: str = "admin"
     git_passwords: str = "allow"
     trusted_proxies: tuple[str, ...] = ()
+    stop_grace: int = 60
     # True when LFS_PUBLIC_URL is unset and LFS_LISTEN is a wildcard address:
     # hrefs then name localhost, and the launcher warns.
     public_url_guessed: bool = False
@@ -246,6 +251,7 @@ class Settings:
         max_size = parse_size("LFS_MAX_OBJECT_SIZE", get("LFS_MAX_OBJECT_SIZE", "50G"))
         workers = parse_int("LFS_WORKERS", get("LFS_WORKERS", "2"), 1, 64)
         threads = parse_int("LFS_THREADS", get("LFS_THREADS", "8"), 1, 64)
+        stop_grace = parse_int("LFS_STOP_GRACE", get("LFS_STOP_GRACE", "60"), 1, 3600)
         admin_user = get("LFS_ADMIN_USER", "").strip()
         admin_password = admin_password_from(env, admin_user)
         explicit_secret = env.get("LFS_SECRET_KEY", "")
@@ -274,6 +280,7 @@ class Settings:
             metrics=metrics,
             git_passwords=git_passwords,
             trusted_proxies=trusted_proxies,
+            stop_grace=stop_grace,
         )
 
 

@@ -19,6 +19,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert settings.token_ttl == 3600
     assert settings.max_object_size == 50 << 30
     assert settings.anonymous == "none"
+    assert settings.stop_grace == 60
 
 
 def test_generated_secret_is_kept_private_and_stable(tmp_path: Path) -> None:
@@ -69,6 +70,9 @@ def test_sizes(raw: str, expected: int) -> None:
         ("LFS_ADMIN_USER", "root"),
         ("LFS_ADMIN_PASSWORD", "secret-without-user"),
         ("LFS_PREVIOUS_SECRET_KEYS", "tooshort"),
+        ("LFS_STOP_GRACE", "0"),
+        ("LFS_STOP_GRACE", "3601"),
+        ("LFS_STOP_GRACE", "1m"),
     ],
 )
 def test_bad_values_name_the_variable(tmp_path: Path, name: str, value: str) -> None:
