@@ -47,7 +47,7 @@ RUN apt-get update \
  && groupadd --system --gid "$LFS_GID" lfs \
  && useradd --system --uid "$LFS_UID" --gid "$LFS_GID" --home-dir /nonexistent --no-create-home \
       --shell /usr/sbin/nologin lfs \
- && install -d -o "$LFS_UID" -g "$LFS_GID" -m 0750 /data
+ && install -d -o "$LFS_UID" -g "$LFS_GID" -m 0700 /data
 
 COPY --from=build /opt/lfs-server /opt/lfs-server
 COPY docker/healthcheck.py /opt/lfs-server/healthcheck.py

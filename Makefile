@@ -3,8 +3,12 @@
 
 VENV   := .venv
 BIN    := $(VENV)/bin
-PYTHON ?= python3
+# Started as root, the server runs its processes as LFS_USER, which must be
+# able to run the venv's Python: as root prefer Debian's (a pyenv under /root
+# is out of its reach).
+PYTHON ?= $(if $(and $(filter 0,$(shell id -u)),$(wildcard /usr/bin/python3)),/usr/bin/python3,python3)
 APT    := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
+LFS_USER ?= lfs
 
 # $(call need,COMMAND,DEBIAN-PACKAGES): install the packages when COMMAND is missing.
 define need
@@ -16,16 +20,27 @@ define need
 	  else echo "$(1) is missing: install the Debian package(s) $(2), or run make as root" >&2; exit 1; fi; }
 endef
 
-.PHONY: run test lint bench deps-run deps-test clean
+.PHONY: run test lint bench deps-python deps-run deps-test clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml | deps-python
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
+deps-python:
+	@$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then echo "installing python3-venv with apt"; \
+	    [ -n "$$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -1440 2>/dev/null)" ] || apt-get update -qq; \
+	    $(APT) python3-venv >/dev/null; \
+	  else echo "$(PYTHON) cannot make a venv: install the Debian package python3-venv" >&2; exit 1; fi; }
+
+# As root: nginx, and the unprivileged system user the server drops to.
 deps-run:
 	$(call need,nginx,nginx)
+	@id -u "$(LFS_USER)" >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || { \
+	  echo "creating the system user $(LFS_USER) (LFS_USER: the server's processes run as it)"; \
+	  PATH="$$PATH:/usr/sbin:/sbin" useradd --system --no-create-home --shell /usr/sbin/nologin "$(LFS_USER)"; }
 
 deps-test: deps-run
 	$(call need,git,git)

@@ -202,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="lfs-bench-", dir=args.workdir))
+    # Started as root, the server runs as LFS_USER, which must pass through here.
+    workdir.chmod(0o711)
     ctx = Context(workdir=workdir, quick=args.quick, runs=args.runs)
     loads: dict[str, str] = {}
     rows: list[Row] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import re
 import sys
 import time
@@ -13,8 +14,9 @@ from datetime import UTC, datetime
 from lfs_server.access import RIGHTS, normalize_pattern
 from lfs_server.accounts import hash_password, new_token, password_matches, valid_user_name
 from lfs_server.db import DatabaseError, SQLiteDatabase
+from lfs_server.privileges import become_owner_of
 from lfs_server.repos import normalize_repo
-from lfs_server.settings import SETTINGS, Settings, SettingsError
+from lfs_server.settings import SETTINGS, Settings, SettingsError, data_dir_from
 
 
 class CommandError(Exception):
@@ -101,11 +103,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace, settings: Settings) -> int:
-    from lfs_server.serve import LaunchError, prepare_data_dir
+    from lfs_server.serve import LaunchError, check_data_dir
 
     SQLiteDatabase(settings.database_path)
     try:
-        prepare_data_dir(settings)
+        check_data_dir(settings)
     except LaunchError as exc:
         raise CommandError(str(exc)) from None
     print(f"lfs-server: configuration is valid; serving {settings.public_url}")
@@ -353,8 +355,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.handler is not cmd_serve:
+            # Run as root on the server's data dir: act as its owner, so no
+            # file the server must write (the database's journal) is root's.
+            become_owner_of(data_dir_from(os.environ))
         settings = Settings.from_env()
-        return args.handler(args, settings)
+        # Whatever the command creates (the database, its journal) is private.
+        umask = os.umask(0o077)
+        try:
+            return args.handler(args, settings)
+        finally:
+            os.umask(umask)
     except SettingsError as exc:
         print(f"lfs-server: bad setting {exc}", file=sys.stderr)
     except (CommandError, DatabaseError) as exc:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from lfs_server.cpus import available_cpus
+from lfs_server.privileges import RunAs
 from lfs_server.settings import Settings
 
 _FIELD_RE = re.compile(r"\{\{([A-Z_]+)\}\}")
@@ -104,15 +105,19 @@ def realip_directives(settings: Settings) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render(settings: Settings, run_dir: Path, socket: Path, access_log: str) -> str:
+def render(
+    settings: Settings, run_dir: Path, socket: Path, access_log: str, run_as: RunAs | None = None
+) -> str:
     """The config text; UnsafeValue when a path cannot be written into it safely."""
     host = settings.listen_host
     listen_host = f"[{host}]" if ":" in host else host
     user = ""
-    if os.geteuid() == 0:
-        # Workers must be able to hand temp files to the app for linking, so
-        # they run as the same user as gunicorn.
-        user = "user root root;"
+    if run_as is not None:
+        # Workers hand temp files to the app for linking, so they run as
+        # gunicorn's user; the master keeps root for the port and TLS keys.
+        name = escaped(run_as.name, "LFS_USER", variables=False)
+        group = escaped(run_as.group, "LFS_USER", variables=False)
+        user = f'user "{name}" "{group}";'
     listen = escaped(f"{listen_host}:{settings.listen_port}", "LFS_LISTEN", variables=False)
     connections, files = worker_limits()
     data_dir = "LFS_DATA_DIR"

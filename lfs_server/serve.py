@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import importlib.util
 import os
 import shutil
 import signal
@@ -22,8 +23,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lfs_server import cleanup, nginx_conf
-from lfs_server.prehash import PREHASH_SOCKET_ENV, Prehasher
+from lfs_server import cleanup, nginx_conf, privileges
+from lfs_server.prehash import PREHASH_SOCKET_ENV
+from lfs_server.prehash_process import PREHASH_DIR_ENV
+from lfs_server.privileges import PrivilegeError, RunAs
 from lfs_server.settings import Settings
 from lfs_server.store.local import LinkCheckError, check_hard_links
 
@@ -36,6 +39,17 @@ GUNICORN_GRACE_SECONDS = 5
 START_TIMEOUT_SECONDS = 30.0
 # The supervision loop sweeps stale upload temp files this often (one scandir).
 SWEEP_INTERVAL_SECONDS = 600.0
+# Settings only the launcher uses: the app never sees them (files it need
+# not read, the admin password).
+LAUNCHER_ONLY = (
+    "LFS_TLS_CERT",
+    "LFS_TLS_KEY",
+    "LFS_ADMIN_USER",
+    "LFS_ADMIN_PASSWORD",
+    "LFS_ADMIN_PASSWORD_FILE",
+)
+# Files of the data dir that hold secrets: 0600 whoever made them.
+PRIVATE_FILES = ("secret.key", "lfs.db", "lfs.db-wal", "lfs.db-shm")
 
 
 class LaunchError(Exception):
@@ -69,7 +83,7 @@ def check_port_free(settings: Settings) -> None:
             ) from None
 
 
-def prepare_data_dir(settings: Settings) -> None:
+def check_data_dir(settings: Settings) -> None:
     """Create the store's folders; refuse them when uploads cannot be linked into place."""
     for path in (settings.objects_dir, settings.upload_tmp_dir):
         path.mkdir(parents=True, exist_ok=True)
@@ -133,12 +147,23 @@ def kill_orphans() -> None:
         time.sleep(0.02)
 
 
+def installation() -> list[tuple[str, Path, int]]:
+    """What the children run: the unprivileged user must be able to read it."""
+    gunicorn = importlib.util.find_spec("gunicorn")
+    assert gunicorn is not None and gunicorn.origin is not None
+    return [
+        ("the Python interpreter", Path(sys.executable), os.X_OK),
+        ("the installation", Path(__file__).resolve().parent, os.R_OK | os.X_OK),
+        ("the installation", Path(gunicorn.origin).parent, os.R_OK | os.X_OK),
+    ]
+
+
 class Supervisor:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, user: RunAs | None = None) -> None:
         self.settings = settings
+        self.user = user
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.stopping = False
-        self.prehasher: Prehasher | None = None
         self.next_sweep = time.monotonic() + SWEEP_INTERVAL_SECONDS
 
     def sweep_if_due(self, now: float) -> None:
@@ -150,19 +175,53 @@ class Supervisor:
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.stopping = True
 
+    def _prepare_app_dir(self, run_dir: Path, app_dir: Path) -> None:
+        """The run dir's part the unprivileged processes write: sockets, metrics.
+
+        nginx.conf and nginx's pid stay outside it, so they cannot be changed
+        by the user whose processes face the network.
+        """
+        app_dir.mkdir()
+        # prometheus_client's multiprocess mode: each worker's values in files
+        # here, summed by /metrics (lfs_server.metrics); run_dir is new each start.
+        (app_dir / "metrics").mkdir()
+        if self.user is not None:
+            run_dir.chmod(0o711)
+            for path in (app_dir, app_dir / "metrics"):
+                os.chown(path, self.user.uid, self.user.gid)
+            data = self.settings.data_dir
+            needs = [("LFS_DATA_DIR", data, os.R_OK | os.W_OK | os.X_OK), *installation()]
+            needs.append(("TMPDIR (the run dir)", app_dir, os.R_OK | os.W_OK | os.X_OK))
+            try:
+                privileges.check_reach(self.user, needs)
+            except PrivilegeError as exc:
+                raise LaunchError(str(exc)) from None
+
+    def _spawn(
+        self, name: str, argv: list[str], env: dict[str, str], cwd: Path
+    ) -> subprocess.Popen[bytes]:
+        """Start a child as the unprivileged user (when there is one)."""
+        drop: dict[str, object] = {}
+        if self.user is not None:
+            drop = {"user": self.user.uid, "group": self.user.gid}
+            drop["extra_groups"] = list(self.user.groups)
+        child = subprocess.Popen(
+            argv, env=env, cwd=cwd, preexec_fn=die_with_parent(signal.SIGTERM), **drop
+        )
+        self.children[name] = child
+        return child
+
     def start(self, run_dir: Path) -> None:
         nginx = find_nginx(self.settings.nginx)
-        socket_path = run_dir / "gunicorn.sock"
+        app_dir = run_dir / "app"
+        socket_path = app_dir / "gunicorn.sock"
         try:
-            text = nginx_conf.render(self.settings, run_dir, socket_path, "/dev/stdout")
+            text = nginx_conf.render(self.settings, run_dir, socket_path, "/dev/stdout", self.user)
         except nginx_conf.UnsafeValue as exc:
             raise LaunchError(str(exc)) from None
         check_port_free(self.settings)
-        # prometheus_client's multiprocess mode: each worker's values in files
-        # here, summed by /metrics (lfs_server.metrics); run_dir is new each start.
-        metrics_dir = run_dir / "metrics"
-        metrics_dir.mkdir()
-        prehash_socket = run_dir / "prehash.sock"
+        self._prepare_app_dir(run_dir, app_dir)
+        prehash_socket = app_dir / "prehash.sock"
         conf = run_dir / "nginx.conf"
         conf.write_text(text)
         checked = subprocess.run(
@@ -172,7 +231,23 @@ class Supervisor:
         )
         if checked.returncode != 0:
             raise LaunchError(f"nginx rejected its configuration: {checked.stderr.strip()}")
-        self.children["gunicorn"] = subprocess.Popen(
+        app_env = {
+            **{k: v for k, v in os.environ.items() if k not in LAUNCHER_ONLY},
+            "LFS_DATA_DIR": str(self.settings.data_dir),
+            "LFS_PUBLIC_URL": self.settings.public_url,
+            # gunicorn >= 25.1 puts its control socket there (not in ~/.gunicorn).
+            "XDG_RUNTIME_DIR": str(app_dir),
+            "PROMETHEUS_MULTIPROC_DIR": str(app_dir / "metrics"),
+            PREHASH_SOCKET_ENV: str(prehash_socket),
+        }
+        self._spawn(
+            "prehash",
+            [sys.executable, "-m", "lfs_server.prehash_process"],
+            {**app_env, PREHASH_DIR_ENV: str(self.settings.upload_tmp_dir)},
+            app_dir,
+        )
+        self._spawn(
+            "gunicorn",
             [
                 sys.executable,
                 "-m",
@@ -205,20 +280,14 @@ class Supervisor:
                 "python:lfs_server.gunicorn_conf",
                 "lfs_server.wsgi:app",
             ],
-            # XDG_RUNTIME_DIR: gunicorn >= 25.1 puts its control socket there (not in ~/.gunicorn).
-            env={
-                **os.environ,
-                "LFS_DATA_DIR": str(self.settings.data_dir),
-                "XDG_RUNTIME_DIR": str(run_dir),
-                "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-                PREHASH_SOCKET_ENV: str(prehash_socket),
-            },
-            preexec_fn=die_with_parent(signal.SIGTERM),
+            app_env,
+            app_dir,
         )
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while not socket_path.exists():
-            if self.children["gunicorn"].poll() is not None:
-                raise LaunchError("gunicorn exited during start-up (see the messages above)")
+            for name, child in self.children.items():
+                if child.poll() is not None:
+                    raise LaunchError(f"{name} exited during start-up (see the messages above)")
             if time.monotonic() > deadline or self.stopping:
                 raise LaunchError("gunicorn did not start in time")
             time.sleep(0.05)
@@ -226,9 +295,6 @@ class Supervisor:
             [nginx, "-p", str(run_dir), "-c", str(conf), "-e", "stderr"],
             preexec_fn=die_with_parent(signal.SIGQUIT),
         )
-        # Started after the children: forking with threads running is best avoided.
-        self.prehasher = Prehasher(self.settings.upload_tmp_dir, prehash_socket)
-        self.prehasher.start()
 
     def wait(self) -> int:
         """Reap children until a stop signal (exit 0) or a child dies (exit 1)."""
@@ -268,9 +334,8 @@ class Supervisor:
         LFS_STOP_GRACE), then gunicorn, which those commits needed."""
         self._stop_child("nginx", signal.SIGQUIT, self.settings.stop_grace + NGINX_FORCE_SECONDS)
         self._stop_child("gunicorn", signal.SIGTERM, GUNICORN_GRACE_SECONDS + 1.0)
+        self._stop_child("prehash", signal.SIGTERM, 2.0)
         kill_orphans()
-        if self.prehasher is not None:
-            self.prehasher.stop()
 
     def run(self) -> int:
         become_subreaper()
@@ -279,15 +344,27 @@ class Supervisor:
         run_dir = Path(tempfile.mkdtemp(prefix="lfs-server-"))
         try:
             self.start(run_dir)
-            announce(self.settings)
+            announce(self.settings, self.user)
             return self.wait()
         finally:
             self.stop()
             shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def announce(settings: Settings) -> None:
+def announce(settings: Settings, user: RunAs | None) -> None:
     url = settings.public_url
+    if user is None:
+        print(
+            f"lfs-server: not started as root: every process runs as uid {os.getuid()} "
+            "(LFS_USER applies only when started as root)",
+            file=sys.stderr,
+        )
+    else:
+        print(
+            f"lfs-server: nginx's workers, gunicorn and the Prehasher run as {user.name} "
+            f"(uid {user.uid}), which owns {settings.data_dir}",
+            file=sys.stderr,
+        )
     if settings.public_url_guessed:
         print(
             f"lfs-server: warning: LFS_PUBLIC_URL is unset, so hrefs name {url}; "
@@ -302,11 +379,41 @@ def announce(settings: Settings) -> None:
     )
 
 
+def prepare_data_dir(settings: Settings, user: RunAs | None) -> None:
+    """The folders the server writes, and its secrets private (0600); started
+    as root, everything in the data dir is given to LFS_USER."""
+    for path in (settings.objects_dir, settings.upload_tmp_dir):
+        path.mkdir(parents=True, exist_ok=True)
+    for name in PRIVATE_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            (settings.data_dir / name).chmod(0o600)
+    if user is not None:
+        try:
+            left = privileges.give_tree(settings.data_dir, user)
+        except OSError as exc:
+            raise PrivilegeError(
+                f"LFS_DATA_DIR: cannot give {exc.filename or settings.data_dir} to "
+                f"LFS_USER {user.name} ({exc.strerror})"
+            ) from None
+        if left:
+            print(
+                f"lfs-server: warning: left {left} file(s) with several hard links in "
+                f"{settings.data_dir} to their owner; give them to {user.name} by hand",
+                file=sys.stderr,
+            )
+
+
 def serve(settings: Settings) -> int:
+    """Run the server until a stop signal (0) or a child's death (1); 2 when it cannot start."""
     try:
-        prepare_data_dir(settings)
+        user = privileges.run_as(settings.user)
+        prepare_data_dir(settings, user)
+        check_data_dir(settings)
         sweep_stale_uploads(settings)
-        return Supervisor(settings).run()
+        return Supervisor(settings, user).run()
+    except PrivilegeError as exc:
+        print(f"lfs-server: {exc}", file=sys.stderr)
+        return 2
     except LaunchError as exc:
         print(f"lfs-server: {exc}", file=sys.stderr)
         return 2

@@ -48,6 +48,11 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "LFS_WORKERS": ("2", "gunicorn worker processes"),
     "LFS_THREADS": ("8", "threads per gunicorn worker: requests one worker serves at once"),
     "LFS_ANONYMOUS": ("none", "what callers without credentials may do: none, read or write"),
+    "LFS_USER": (
+        "lfs",
+        "started as root, nginx's workers, gunicorn and the Prehasher run as this user, "
+        "which owns the data dir (ignored when not started as root)",
+    ),
     "LFS_NGINX": (
         "nginx",
         "the nginx binary: a path, or a name looked up in PATH and the sbin folders",
@@ -189,6 +194,7 @@ class Settings:
     git_passwords: str = "allow"
     trusted_proxies: tuple[str, ...] = ()
     stop_grace: int = 60
+    user: str = "lfs"
     # True when LFS_PUBLIC_URL is unset and LFS_LISTEN is a wildcard address:
     # hrefs then name localhost, and the launcher warns.
     public_url_guessed: bool = False
@@ -214,7 +220,7 @@ class Settings:
             value = env.get(name, "")
             return value if value.strip() else default
 
-        data_dir = Path(get("LFS_DATA_DIR", "./data")).expanduser().absolute()
+        data_dir = data_dir_from(env)
         host, port = parse_listen("LFS_LISTEN", get("LFS_LISTEN", "127.0.0.1:8080"))
         tls_cert = readable_file("LFS_TLS_CERT", get("LFS_TLS_CERT", ""))
         tls_key = readable_file("LFS_TLS_KEY", get("LFS_TLS_KEY", ""))
@@ -281,7 +287,14 @@ class Settings:
             git_passwords=git_passwords,
             trusted_proxies=trusted_proxies,
             stop_grace=stop_grace,
+            user=get("LFS_USER", "lfs").strip(),
         )
+
+
+def data_dir_from(env: Mapping[str, str]) -> Path:
+    """LFS_DATA_DIR alone: admin commands look at its owner before reading the rest."""
+    raw = env.get("LFS_DATA_DIR", "")
+    return Path(raw if raw.strip() else "./data").expanduser().absolute()
 
 
 def admin_password_from(env: Mapping[str, str], admin_user: str) -> str:
@@ -299,11 +312,14 @@ def admin_password_from(env: Mapping[str, str], admin_user: str) -> str:
 
 
 def load_or_create_secret(data_dir: Path) -> bytes:
-    """Keep a generated key in the data dir (0600) so tokens survive restarts."""
+    """Keep a generated key in the data dir (0600) so tokens survive restarts.
+
+    A new data dir is made 0700: it holds the key and the accounts database.
+    """
     path = data_dir / "secret.key"
     name = f"LFS_SECRET_KEY (from {path.name} in LFS_DATA_DIR)"
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not path.exists():
             write_new_secret(path)
         key = path.read_text().strip()

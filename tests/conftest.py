@@ -1,12 +1,51 @@
-"""Shared fixtures: a running stack per test module."""
+"""Shared fixtures: a running stack per test module; temp dirs the server's user can reach."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.stack import Stack
+
+# Started as root (as CI runs), the server's processes drop to LFS_USER, which
+# must be able to pass through every folder above a data dir. pytest keeps its
+# temp dirs under /tmp/pytest-of-root, 0700 and reset to 0700 by every run, and
+# makes each one 0700: so, as root, the tests' temp dirs live in a folder of
+# their own, and each is made traversable (0711: entered, not listed).
+TRAVERSABLE = 0o711
+RUN_ROOT = pytest.StashKey[Path]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    if os.geteuid() != 0:
+        return
+    if config.option.basetemp is None:
+        run_root = Path(tempfile.mkdtemp(prefix="lfs-tests-"))
+        run_root.chmod(TRAVERSABLE)
+        config.option.basetemp = str(run_root / "basetemp")
+        config.stash[RUN_ROOT] = run_root
+    original = pytest.TempPathFactory.mktemp
+
+    def mktemp(self: pytest.TempPathFactory, basename: str, numbered: bool = True) -> Path:
+        path = original(self, basename, numbered)
+        self.getbasetemp().chmod(TRAVERSABLE)
+        path.chmod(TRAVERSABLE)
+        return path
+
+    pytest.TempPathFactory.mktemp = mktemp  # type: ignore[method-assign]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A passing run's temp dirs go (runs do not pile up); a failing run's stay for a look."""
+    run_root = session.config.stash.get(RUN_ROOT, None)
+    if run_root is not None and exitstatus == 0:
+        shutil.rmtree(run_root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

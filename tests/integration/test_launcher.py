@@ -59,7 +59,7 @@ def test_graceful_stop(tmp_path: Path, sig: int) -> None:
     stack = Stack(tmp_path).start()
     assert stack.proc is not None
     children = child_pids(stack.proc.pid)
-    assert len(children) == 2
+    assert len(children) == 3  # nginx, gunicorn, the Prehasher
     started = time.monotonic()
     assert stack.stop(sig) == 0
     assert time.monotonic() - started < 10

@@ -32,9 +32,9 @@ def test_a_data_dir_with_odd_characters_serves_a_push(tmp_path: Path, name: str)
         assert stack.stop() == 0
 
 
-def test_a_dollar_in_the_run_dir_is_not_expanded(tmp_path: Path) -> None:
+def test_dollar_in_tmpdir(tmp_path: Path) -> None:
     # TMPDIR holds the run dir; pid, temp paths and the socket take no variables.
-    tmpdir = tmp_path / "t $pid x"
+    tmpdir = tmp_path / "$pid x"
     tmpdir.mkdir()
     stack = Stack(tmp_path, LFS_ANONYMOUS="write", TMPDIR=str(tmpdir)).start()
     try:
