@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.helpers import sha256, upload, wait_until
+from tests.prerequisites import skip_or_fail
 from tests.stack import LAUNCHER, Stack, free_port
 
 USER = os.environ.get("LFS_USER", "").strip() or "lfs"
@@ -21,11 +22,8 @@ USER = os.environ.get("LFS_USER", "").strip() or "lfs"
 
 @pytest.fixture(autouse=True)
 def started_as_root() -> None:
-    if os.geteuid() == 0:
-        return
-    if os.environ.get("CI"):
-        pytest.fail("these tests need root (the server drops privileges only when started as root)")
-    pytest.skip("needs root: the server drops privileges only when started as root")
+    if os.geteuid() != 0:
+        skip_or_fail("root: the server drops privileges only when started as root")
 
 
 @pytest.fixture

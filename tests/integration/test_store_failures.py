@@ -110,6 +110,9 @@ def test_a_failed_link_into_place_is_500_and_logged_with_errno_and_paths(
     oid = sha256(data)
     folder = stack.data_dir / "objects" / f"{REPO}.git" / oid[:2] / oid[2:4]
     folder.mkdir(parents=True)
+    owner = stack.data_dir.stat()
+    for made in (folder, folder.parent, folder.parent.parent):  # the server's, as if it made them
+        os.chown(made, owner.st_uid, owner.st_gid)
     action = actions_for(stack, REPO, "upload", data)["upload"]
     before = stack.log.stat().st_size
     with immutable(folder):
