@@ -20,7 +20,7 @@ define need
 	  else echo "$(1) is missing: install the Debian package(s) $(2), or run make as root" >&2; exit 1; fi; }
 endef
 
-.PHONY: run test lint bench deps-python deps-run deps-test clean
+.PHONY: run test lint bench deps-python deps-run deps-reach deps-test clean
 
 $(BIN)/.installed: pyproject.toml | deps-python
 	$(PYTHON) -m venv $(VENV)
@@ -42,13 +42,27 @@ deps-run:
 	  echo "creating the system user $(LFS_USER) (LFS_USER: the server's processes run as it)"; \
 	  PATH="$$PATH:/usr/sbin:/sbin" useradd --system --no-create-home --shell /usr/sbin/nologin "$(LFS_USER)"; }
 
-deps-test: deps-run
+# As root, LFS_USER runs the venv's Python and the code in this checkout: it
+# must be able to pass through every folder above it (a checkout under /root,
+# 0700, is out of its reach). Grant just that, with an ACL entry per folder.
+deps-reach: deps-run
+	@[ "$$(id -u)" != 0 ] || { \
+	  dir=; for part in $$(echo "$(CURDIR)" | tr '/' ' '); do dir="$$dir/$$part"; \
+	    runuser -u "$(LFS_USER)" -- test -x "$$dir" 2>/dev/null && continue; \
+	    command -v setfacl >/dev/null 2>&1 || { echo "installing acl with apt"; \
+	      [ -n "$$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -1440 2>/dev/null)" ] || apt-get update -qq; \
+	      $(APT) acl >/dev/null; }; \
+	    echo "letting $(LFS_USER) pass through $$dir (setfacl -m u:$(LFS_USER):x)"; \
+	    setfacl -m "u:$(LFS_USER):x" "$$dir"; \
+	  done; }
+
+deps-test: deps-reach
 	$(call need,git,git)
 	$(call need,git-lfs,git-lfs)
 	$(call need,curl,curl)
 	$(call need,openssl,openssl)
 
-run: deps-run $(BIN)/.installed
+run: deps-reach $(BIN)/.installed
 	LFS_DATA_DIR="$${LFS_DATA_DIR:-./data}" $(BIN)/lfs-server serve
 
 lint: $(BIN)/.installed
