@@ -14,7 +14,7 @@ import os
 import re
 import secrets
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +25,11 @@ ANONYMOUS_MODES = ("none", "read", "write")
 METRICS_MODES = ("off", "admin", "local", "public")
 GIT_PASSWORD_MODES = ("allow", "deny")
 WILDCARD_HOSTS = ("0.0.0.0", "::")
+S3_ADDRESSING_STYLES = ("path", "virtual")
+S3_TRANSFER_MODES = ("proxy", "direct")
+# S3's limits on a multipart upload's parts (the last one may be smaller).
+S3_MIN_PART_SIZE = 5 << 20
+S3_MAX_PART_SIZE = 5 << 30
 
 # name -> (default shown to people, description). Defaults are applied in
 # Settings.from_env; this table documents them for --help and the README.
@@ -86,6 +91,31 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "comma-separated addresses or CIDR networks of reverse proxies whose "
         "X-Forwarded-For names the client (empty: trust none)",
     ),
+    "LFS_S3_BUCKET": ("", "S3 bucket holding the objects (with the S3 store)"),
+    "LFS_S3_PREFIX": (
+        "",
+        "key prefix inside the bucket, like lfs/ (letters, digits, . _ - and /; "
+        "a trailing / is added)",
+    ),
+    "LFS_S3_ENDPOINT": (
+        "",
+        "http(s)://host[:port] of an S3-compatible server; empty for AWS S3",
+    ),
+    "LFS_S3_REGION": ("us-east-1", "region the bucket lives in (signs every request)"),
+    "LFS_S3_ADDRESSING": (
+        "path with LFS_S3_ENDPOINT, else virtual",
+        "path (endpoint/bucket/key) or virtual (bucket.endpoint/key)",
+    ),
+    "LFS_S3_TRANSFER": (
+        "proxy",
+        "proxy (bytes go through nginx, one public port) or direct "
+        "(clients use presigned bucket URLs)",
+    ),
+    "LFS_S3_PART_SIZE": (
+        "16M",
+        "part size of multipart uploads to the bucket (5M .. 5G); larger objects go in parts",
+    ),
+    "LFS_S3_CONCURRENCY": ("4", "parts of one upload sent to the bucket at once (1 .. 64)"),
 }
 
 
@@ -172,6 +202,80 @@ def check_secret(name: str, secret: str) -> bytes:
     return key
 
 
+# Key prefixes and bucket names stay within characters that URL-encoding
+# leaves alone, so a key is the same string in a signed URL, in nginx's
+# internal redirect and in the bucket.
+_S3_PREFIX_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*/?")
+_S3_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]")
+_S3_ENDPOINT_RE = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:(\d{1,5}))?")
+_S3_REGION_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """Where the S3 store keeps objects; credentials come from the AWS SDK's chain."""
+
+    bucket: str = ""
+    prefix: str = ""
+    endpoint: str = ""
+    region: str = "us-east-1"
+    addressing: str = "virtual"
+    transfer: str = "proxy"
+    part_size: int = 16 << 20
+    concurrency: int = 4
+
+
+def s3_settings_from(get: Callable[[str, str], str]) -> S3Settings:
+    """Validate the LFS_S3_* settings (whichever store is chosen: a typo fails early)."""
+    bucket = get("LFS_S3_BUCKET", "").strip()
+    if bucket and not _S3_BUCKET_RE.fullmatch(bucket):
+        raise SettingsError(
+            "LFS_S3_BUCKET: expected 3 to 63 lowercase letters, digits, dots, hyphens "
+            f"or underscores, starting and ending with a letter or digit, got {bucket!r}"
+        )
+    prefix = get("LFS_S3_PREFIX", "").strip()
+    if prefix:
+        if not _S3_PREFIX_RE.fullmatch(prefix):
+            raise SettingsError(
+                "LFS_S3_PREFIX: expected path segments of letters, digits, '.', '_' and '-' "
+                f"joined by single '/', not starting with '/' or '.', got {prefix!r}"
+            )
+        prefix = prefix.rstrip("/") + "/"
+    endpoint = get("LFS_S3_ENDPOINT", "").strip().rstrip("/")
+    if endpoint:
+        match = _S3_ENDPOINT_RE.fullmatch(endpoint)
+        if not match or (match.group(3) and not 1 <= int(match.group(3)) <= 65535):
+            raise SettingsError(
+                "LFS_S3_ENDPOINT: expected http(s)://host[:port] with no path, "
+                f"or empty for AWS S3, got {endpoint!r}"
+            )
+    region = get("LFS_S3_REGION", "us-east-1").strip()
+    if not _S3_REGION_RE.fullmatch(region):
+        raise SettingsError(f"LFS_S3_REGION: expected a region name like eu-west-1, got {region!r}")
+    addressing = get("LFS_S3_ADDRESSING", "path" if endpoint else "virtual").strip().lower()
+    if addressing not in S3_ADDRESSING_STYLES:
+        raise SettingsError(f"LFS_S3_ADDRESSING: expected path or virtual, got {addressing!r}")
+    transfer = get("LFS_S3_TRANSFER", "proxy").strip().lower()
+    if transfer not in S3_TRANSFER_MODES:
+        raise SettingsError(f"LFS_S3_TRANSFER: expected proxy or direct, got {transfer!r}")
+    part_size = parse_size("LFS_S3_PART_SIZE", get("LFS_S3_PART_SIZE", "16M"))
+    if not S3_MIN_PART_SIZE <= part_size <= S3_MAX_PART_SIZE:
+        raise SettingsError(
+            f"LFS_S3_PART_SIZE: must be between 5M and 5G (S3's part limits), got {part_size}"
+        )
+    concurrency = parse_int("LFS_S3_CONCURRENCY", get("LFS_S3_CONCURRENCY", "4"), 1, 64)
+    return S3Settings(
+        bucket=bucket,
+        prefix=prefix,
+        endpoint=endpoint,
+        region=region,
+        addressing=addressing,
+        transfer=transfer,
+        part_size=part_size,
+        concurrency=concurrency,
+    )
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -195,6 +299,7 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     stop_grace: int = 60
     user: str = "lfs"
+    s3: S3Settings = field(default_factory=S3Settings)
     # True when LFS_PUBLIC_URL is unset and LFS_LISTEN is a wildcard address:
     # hrefs then name localhost, and the launcher warns.
     public_url_guessed: bool = False
@@ -248,6 +353,7 @@ class Settings:
         if git_passwords not in GIT_PASSWORD_MODES:
             raise SettingsError(f"LFS_GIT_PASSWORDS: expected allow or deny, got {git_passwords!r}")
         trusted_proxies = parse_networks("LFS_TRUSTED_PROXIES", get("LFS_TRUSTED_PROXIES", ""))
+        s3 = s3_settings_from(get)
         previous = tuple(
             check_secret("LFS_PREVIOUS_SECRET_KEYS", key)
             for key in get("LFS_PREVIOUS_SECRET_KEYS", "").split(",")
@@ -288,6 +394,7 @@ class Settings:
             trusted_proxies=trusted_proxies,
             stop_grace=stop_grace,
             user=get("LFS_USER", "lfs").strip(),
+            s3=s3,
         )
 
 
