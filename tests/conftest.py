@@ -48,6 +48,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         shutil.rmtree(run_root, ignore_errors=True)
 
 
+# The real S3 server (SeaweedFS) and the AWS SDK environment for it.
+pytest_plugins = ("tests.engines.seaweedfs",)
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A real nginx + gunicorn server that anyone may write to."""

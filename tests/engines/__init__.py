@@ -1,0 +1,1 @@
+"""Real storage engines the tests start and stop themselves."""
