@@ -58,9 +58,8 @@ _OID = _re.compile(r"[0-9a-f]{64}")
 
 
 def _fast_download(repo, caller, objects):
-    settings = current_app.config["LFS_SETTINGS"]
-    signer = current_app.extensions["lfs_signer"]
-    store = current_app.extensions["lfs_store"]
+    app = services()
+    settings, signer, store = app.settings, app.signer, app.store
     key, header = signer._key, signer._header
     now = int(time.time())
     exp = now + settings.token_ttl

@@ -15,6 +15,7 @@ from lfs_server.durable import fsync_new_dirs, make_dirs
 from lfs_server.errors import register_error_handlers
 from lfs_server.jsonbody import require_json_post
 from lfs_server.prehash import PREHASH_SOCKET_ENV
+from lfs_server.services import EXTENSION, Services
 from lfs_server.settings import Settings
 from lfs_server.store import LocalStore
 from lfs_server.tokens import TokenSigner
@@ -43,13 +44,14 @@ def create_app(settings: Settings | None = None) -> Flask:
         fsync_new_dirs(make_dirs(directory))
     # The launcher's Prehasher (see prehash.py), when there is one.
     prehash_socket = os.environ.get(PREHASH_SOCKET_ENV) or None
-    app.extensions["lfs_store"] = LocalStore(
-        settings.objects_dir, settings.upload_tmp_dir, prehash_socket
-    )
-    app.extensions["lfs_signer"] = TokenSigner(settings.secret_key, settings.previous_secret_keys)
     db = SQLiteDatabase(settings.database_path)
-    app.extensions["lfs_db"] = db
-    app.extensions["lfs_credentials"] = CredentialChecker(db)
+    app.extensions[EXTENSION] = Services(
+        settings=settings,
+        db=db,
+        store=LocalStore(settings.objects_dir, settings.upload_tmp_dir, prehash_socket),
+        signer=TokenSigner(settings.secret_key, settings.previous_secret_keys),
+        credentials=CredentialChecker(db),
+    )
     for blueprint in (health.bp, apidoc.bp, transfer.bp, batch.bp, locks.bp):
         app.register_blueprint(blueprint)
     metrics.init_app(app)

@@ -13,13 +13,14 @@ import base64
 import binascii
 from dataclasses import dataclass
 
-from flask import current_app, g, request
+from flask import g, request
 
 from lfs_server import throttle
 from lfs_server.access import level, right_for
-from lfs_server.accounts import CredentialChecker, looks_like_token
-from lfs_server.db import Database, User
+from lfs_server.accounts import looks_like_token
+from lfs_server.db import User
 from lfs_server.errors import LFSError
+from lfs_server.services import services
 
 ANONYMOUS = "anonymous"
 ANONYMOUS_UID = "anonymous"  # a user's uid is 32 hex digits: never this
@@ -69,12 +70,11 @@ def current_user() -> User | None:
     user = None
     if credentials is not None:
         name, secret = credentials
-        db: Database = current_app.extensions["lfs_db"]
-        checker: CredentialChecker = current_app.extensions["lfs_credentials"]
+        db = services().db
         client = client_address()
         token = looks_like_token(secret)
         throttle.check(db, client, name, token)
-        user = checker.check(name, secret)
+        user = services().credentials.check(name, secret)
         if user is None:
             throttle.record_failure(db, client, name, token)
             raise LFSError(401, "wrong user name, password or token", CHALLENGE)
@@ -93,11 +93,11 @@ def refuse_git_passwords() -> None:
 
 def caller_right(repo: str) -> tuple[User | None, str]:
     """The git APIs' caller (Batch, Locking) and their right on `repo`."""
-    if current_app.config["LFS_SETTINGS"].git_passwords == "deny":
+    app = services()
+    if app.settings.git_passwords == "deny":
         refuse_git_passwords()
     user = current_user()
-    anonymous = current_app.config["LFS_SETTINGS"].anonymous
-    return user, right_for(current_app.extensions["lfs_db"], user, repo, anonymous)
+    return user, right_for(app.db, user, repo, app.settings.anonymous)
 
 
 def require(repo: str, needed: str) -> Caller:
@@ -118,11 +118,11 @@ def still_allowed(name: str, uid: str, repo: str, needed: str) -> bool:
     The user must still be the very one the token was minted for: a user
     removed and added again under the same name has a new uid.
     """
-    db: Database = current_app.extensions["lfs_db"]
+    app = services()
+    db = app.db
     user = None
     if uid != ANONYMOUS_UID:
         user = db.get_user(name)
         if user is None or user.uid != uid:
             return False
-    anonymous = current_app.config["LFS_SETTINGS"].anonymous
-    return level(right_for(db, user, repo, anonymous)) >= level(needed)
+    return level(right_for(db, user, repo, app.settings.anonymous)) >= level(needed)

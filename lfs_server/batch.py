@@ -4,30 +4,22 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response
 
 from lfs_server.auth import Caller, require
 from lfs_server.errors import LFS_MEDIA_TYPE, LFSError
 from lfs_server.jsonbody import read_json_object
-from lfs_server.repos import normalize_repo
-from lfs_server.store import ObjectStore, is_valid_oid
-from lfs_server.tokens import TokenSigner
-from lfs_server.transfer import INSUFFICIENT_STORAGE
+from lfs_server.repos import repo_from_path
+from lfs_server.services import services
+from lfs_server.store import INSUFFICIENT_STORAGE, ObjectStore, is_valid_oid
+from lfs_server.times import rfc3339
 
 MAX_OBJECTS = 1000
 OPERATION_RIGHTS = {"upload": "write", "download": "read"}
 
 bp = Blueprint("batch", __name__)
-
-
-def repo_from_path(raw: str) -> str:
-    repo = normalize_repo(raw)
-    if repo is None:
-        raise LFSError(404, "repository not found: invalid repository name")
-    return repo
 
 
 @bp.post("/<path:repo_path>/info/lfs/objects/batch")
@@ -88,26 +80,22 @@ def _error(oid: str, size: int, code: int, message: str) -> dict[str, Any]:
     return {"oid": oid, "size": size, "error": {"code": code, "message": message}}
 
 
-def rfc3339(timestamp: int) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 class _ActionBuilder:
     """Answers one object of a batch: an error, nothing to do, or signed actions."""
 
     def __init__(self, repo: str, caller: Caller, operation: str) -> None:
-        settings = current_app.config["LFS_SETTINGS"]
+        app = services()
+        settings = app.settings
         self.repo = repo
         self.caller = caller
         self.operation = operation
-        self.store: ObjectStore = current_app.extensions["lfs_store"]
-        self.signer: TokenSigner = current_app.extensions["lfs_signer"]
+        self.store: ObjectStore = app.store
         self.max_size: int = settings.max_object_size
         self.base = settings.public_url
         self.ttl: int = settings.token_ttl
         self.expires_at = int(time.time()) + self.ttl
         self.expires_at_text = rfc3339(self.expires_at)
-        self.tokens = self.signer.for_batch(
+        self.tokens = app.signer.for_batch(
             repo, caller.name, caller.uid, caller.right, self.expires_at
         )
         # `"<base>/.lfs/download/` as a JSON string opening, escaped once.

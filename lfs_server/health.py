@@ -9,6 +9,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app
 
 from lfs_server.errors import lfs_json
+from lfs_server.services import services
 
 OK = "ok"
 
@@ -17,12 +18,12 @@ bp = Blueprint("health", __name__)
 
 def run_checks() -> dict[str, str]:
     """Each check's name and "ok", or a short fixed reason (never a path)."""
-    return {"database": _database(), **current_app.extensions["lfs_store"].health()}
+    return {"database": _database(), **services().store.health()}
 
 
 def _database() -> str:
     try:
-        current_app.extensions["lfs_db"].schema_version()  # a read of the file's header
+        services().db.schema_version()  # a read of the file's header
     except Exception:  # whatever the backend raises, it did not answer
         current_app.logger.exception("health check: the database did not answer")
         return "not answering"

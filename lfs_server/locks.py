@@ -37,14 +37,16 @@ import secrets
 import time
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
 from lfs_server.access import level
 from lfs_server.auth import require
-from lfs_server.batch import repo_from_path, rfc3339
 from lfs_server.db import Database, DatabaseError, Lock
 from lfs_server.errors import LFSError, lfs_json
 from lfs_server.jsonbody import read_json_object
+from lfs_server.repos import repo_from_path
+from lfs_server.services import services
+from lfs_server.times import rfc3339
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -61,7 +63,7 @@ bp = Blueprint("locks", __name__)
 
 
 def _db() -> Database:
-    return current_app.extensions["lfs_db"]
+    return services().db
 
 
 def new_lock_id() -> str:

@@ -39,7 +39,7 @@ import ipaddress
 import os
 import time
 
-from flask import Blueprint, Flask, Response, current_app, g, request
+from flask import Blueprint, Flask, Response, g, request
 from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
@@ -54,6 +54,7 @@ from werkzeug.datastructures import Range
 from lfs_server.auth import client_address, current_user
 from lfs_server.errors import LFSError
 from lfs_server.health import OK, run_checks
+from lfs_server.services import services
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Read once, like prometheus_client itself: it picks its value store at import.
@@ -173,7 +174,7 @@ def check_access(mode: str) -> None:
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    check_access(current_app.config["LFS_SETTINGS"].metrics)
+    check_access(services().settings.metrics)
     for check, state in run_checks().items():
         HEALTHY.labels(check).set(1 if state == OK else 0)
     if MULTIPROCESS:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from lfs_server.errors import LFSError
+
 MAX_SEGMENTS = 8
 _SEGMENT_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 
@@ -23,3 +25,11 @@ def normalize_repo(raw: str) -> str | None:
     if not all(_SEGMENT_RE.fullmatch(segment) for segment in segments):
         return None
     return name
+
+
+def repo_from_path(raw: str) -> str:
+    """The repository a request URL names, or 404."""
+    repo = normalize_repo(raw)
+    if repo is None:
+        raise LFSError(404, "repository not found: invalid repository name")
+    return repo

@@ -10,25 +10,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
 from lfs_server import metrics
 from lfs_server.access import level
 from lfs_server.auth import still_allowed
 from lfs_server.errors import LFSError, lfs_json
 from lfs_server.jsonbody import read_json_object
-from lfs_server.store import CommitError, ObjectStore, is_valid_oid
-from lfs_server.tokens import Grant, TokenError, TokenSigner
+from lfs_server.services import services
+from lfs_server.store import INSUFFICIENT_STORAGE, CommitError, ObjectStore, is_valid_oid
+from lfs_server.tokens import Grant, TokenError
 
 bp = Blueprint("transfer", __name__)
 
 
 def _store() -> ObjectStore:
-    return current_app.extensions["lfs_store"]
+    return services().store
 
 
 NEEDED_RIGHT = {"upload": "write", "download": "read", "verify": "write"}
-INSUFFICIENT_STORAGE = "insufficient storage on the server: the disk is full"
 
 
 def check_token(op: str, oid: str | None) -> Grant:
@@ -43,9 +43,8 @@ def check_token(op: str, oid: str | None) -> Grant:
         raise LFSError(401, "missing transfer token; request one through the batch API")
     if oid is None or not is_valid_oid(oid):
         raise LFSError(403, "invalid oid")
-    signer: TokenSigner = current_app.extensions["lfs_signer"]
     try:
-        grant = signer.verify(token.strip(), op, oid)
+        grant = services().signer.verify(token.strip(), op, oid)
     except TokenError as exc:
         raise LFSError(403, str(exc)) from None
     needed = NEEDED_RIGHT[op]
@@ -113,7 +112,7 @@ def upload_failed() -> Response:
 def upload_commit() -> Response:
     grant = _upload_grant()
     upload = Path(request.headers.get("X-LFS-Upload-File", ""))
-    tmp_dir = current_app.config["LFS_SETTINGS"].upload_tmp_dir
+    tmp_dir = services().settings.upload_tmp_dir
     if not upload.is_absolute() or upload.parent != tmp_dir:
         raise LFSError(500, "upload was not received")
     try:

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Protocol
 
 _OID_RE = re.compile(r"[0-9a-f]{64}")
+# What a client hears when the store has no room for an object.
+INSUFFICIENT_STORAGE = "insufficient storage on the server: the disk is full"
 
 
 def is_valid_oid(oid: object) -> bool:

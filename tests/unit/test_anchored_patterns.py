@@ -25,6 +25,7 @@ from lfs_server.cli import CommandError, parse_expiry
 from lfs_server.db import SQLiteDatabase
 from lfs_server.errors import LFSError
 from lfs_server.repos import normalize_repo
+from lfs_server.services import services
 from lfs_server.settings import parse_public_url, parse_size
 from lfs_server.store import is_valid_oid
 from tests.unit.conftest import make_settings
@@ -119,7 +120,7 @@ def test_access_token_with_a_newline_is_not_a_token(tmp_path: Path) -> None:
 @pytest.fixture
 def http_app(tmp_path: Path) -> Flask:
     app = create_app(make_settings(tmp_path / "data", LFS_ANONYMOUS="none"))
-    db: SQLiteDatabase = app.extensions["lfs_db"]
+    db: SQLiteDatabase = services(app).db
     db.add_user("alice", generate_password_hash(PASSWORD, method="pbkdf2:sha256:1"), False)
     db.set_grant("alice", "*", "write")
     return app

@@ -14,6 +14,7 @@ from lfs_server.access import matches, normalize_pattern
 from lfs_server.accounts import hash_password, new_token
 from lfs_server.app import create_app
 from lfs_server.db import SQLiteDatabase
+from lfs_server.services import services
 from tests.lfsapi import basic
 from tests.unit.conftest import make_settings
 
@@ -26,7 +27,7 @@ PASSWORD_HASH = hash_password(PASSWORD)
 @pytest.fixture
 def app(tmp_path: Path) -> Flask:
     app = create_app(make_settings(tmp_path / "data", LFS_ANONYMOUS="none"))
-    db: SQLiteDatabase = app.extensions["lfs_db"]
+    db: SQLiteDatabase = services(app).db
     for name in ("writer", "reader", "nobody", "boss"):
         db.add_user(name, PASSWORD_HASH, is_admin=name == "boss")
     db.set_grant("writer", "team/*", "write")
@@ -81,7 +82,7 @@ def test_rights_by_role(client: FlaskClient) -> None:
 
 
 def test_access_token_as_password(client: FlaskClient, app: Flask) -> None:
-    db: SQLiteDatabase = app.extensions["lfs_db"]
+    db: SQLiteDatabase = services(app).db
     token_id, token, secret_hash = new_token()
     db.add_token("reader", token_id, secret_hash, "ci", None)
     assert batch(client, "download", basic("reader", token)).status_code == 200
@@ -92,14 +93,14 @@ def test_access_token_as_password(client: FlaskClient, app: Flask) -> None:
 
 
 def test_expired_access_token(client: FlaskClient, app: Flask) -> None:
-    db: SQLiteDatabase = app.extensions["lfs_db"]
+    db: SQLiteDatabase = services(app).db
     token_id, token, secret_hash = new_token()
     db.add_token("reader", token_id, secret_hash, "", int(time.time()) - 1)
     assert batch(client, "download", basic("reader", token)).status_code == 401
 
 
 def test_changed_password_stops_cached_login(client: FlaskClient, app: Flask) -> None:
-    db: SQLiteDatabase = app.extensions["lfs_db"]
+    db: SQLiteDatabase = services(app).db
     assert batch(client, "download", basic("reader", PASSWORD)).status_code == 200
     db.set_password("reader", hash_password("a new password"))
     assert batch(client, "download", basic("reader", PASSWORD)).status_code == 401
@@ -118,7 +119,7 @@ def test_brute_force_gets_429_but_the_real_user_goes_on(client: FlaskClient) -> 
 
 
 def test_transfer_token_stops_when_the_grant_goes(client: FlaskClient, app: Flask) -> None:
-    store = app.extensions["lfs_store"]
+    store = services(app).store
     tmp = store.upload_tmp_dir / "t"
     tmp.write_bytes(b"hello")
     store.commit("team/proj", OID, 5, tmp)
@@ -126,12 +127,12 @@ def test_transfer_token_stops_when_the_grant_goes(client: FlaskClient, app: Flas
     action = body["objects"][0]["actions"]["download"]
     path = action["href"].removeprefix("http://127.0.0.1:8080")
     assert client.get(path, headers=action["header"]).status_code == 200
-    app.extensions["lfs_db"].remove_grant("reader", "team/proj")
+    services(app).db.remove_grant("reader", "team/proj")
     assert client.get(path, headers=action["header"]).status_code == 403
 
 
 def test_reader_token_cannot_upload(client: FlaskClient, app: Flask) -> None:
-    store = app.extensions["lfs_store"]
+    store = services(app).store
     tmp = store.upload_tmp_dir / "t"
     tmp.write_bytes(b"hello")
     store.commit("team/proj", OID, 5, tmp)
@@ -179,7 +180,7 @@ def test_concurrent_first_checks_share_one_slow_hash(
         return real(password_hash, password)
 
     monkeypatch.setattr(accounts, "password_matches", counted)
-    checker = accounts.CredentialChecker(app.extensions["lfs_db"])
+    checker = accounts.CredentialChecker(services(app).db)
     results = []
     threads = [
         threading.Thread(target=lambda: results.append(checker.check("reader", PASSWORD)))

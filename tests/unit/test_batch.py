@@ -9,6 +9,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from lfs_server.services import services
+
 LFS = "application/vnd.git-lfs+json"
 URL = "/team/proj.git/info/lfs/objects/batch"
 OID = hashlib.sha256(b"hello").hexdigest()
@@ -23,7 +25,7 @@ def post(client: FlaskClient, body: Any, url: str = URL, raw: bool = False) -> A
 
 def store_object(app: Flask, data: bytes, repo: str = "team/proj") -> str:
     oid = hashlib.sha256(data).hexdigest()
-    store = app.extensions["lfs_store"]
+    store = services(app).store
     tmp = store.upload_tmp_dir / "t"
     tmp.write_bytes(data)
     store.commit(repo, oid, len(data), tmp)

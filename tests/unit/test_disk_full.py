@@ -15,6 +15,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from lfs_server.services import services
 from lfs_server.store import LocalStore
 from lfs_server.store.local import RESERVED_BYTES
 
@@ -30,7 +31,7 @@ def oid_of(data: bytes) -> str:
 def free(app: Flask, monkeypatch: pytest.MonkeyPatch) -> dict[str, int | None]:
     """Set `free["bytes"]` to what the store reports as free (None: unknown)."""
     room: dict[str, int | None] = {"bytes": 10**12}
-    store: LocalStore = app.extensions["lfs_store"]
+    store: LocalStore = services(app).store
     monkeypatch.setattr(store, "free_space", lambda: room["bytes"])
     return room
 
@@ -47,7 +48,7 @@ def batch(client: FlaskClient, operation: str, *objects: tuple[str, int]) -> lis
 
 
 def store_object(app: Flask, data: bytes) -> str:
-    store: LocalStore = app.extensions["lfs_store"]
+    store: LocalStore = services(app).store
     tmp = store.upload_tmp_dir / "t"
     tmp.write_bytes(data)
     store.commit("team/proj", oid_of(data), len(data), tmp)

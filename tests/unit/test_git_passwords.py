@@ -17,6 +17,7 @@ from lfs_server.accounts import new_token
 from lfs_server.app import create_app
 from lfs_server.auth import NO_GIT_PASSWORDS
 from lfs_server.db import SQLiteDatabase
+from lfs_server.services import services
 from lfs_server.settings import SettingsError
 from tests.unit.conftest import make_settings
 
@@ -37,7 +38,7 @@ def basic(name: str, secret: str) -> dict[str, str]:
 def make_app(tmp_path: Path, **env: str) -> tuple[Flask, str]:
     """The app with user alice (password, and the token returned) and admin boss."""
     app = create_app(make_settings(tmp_path / "data", **env))
-    db: SQLiteDatabase = app.extensions["lfs_db"]
+    db: SQLiteDatabase = services(app).db
     db.add_user("alice", CHEAP_HASH, is_admin=False)
     db.set_grant("alice", "team/*", "write")
     db.add_user("boss", CHEAP_HASH, is_admin=True)

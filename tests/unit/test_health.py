@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lfs_server.app import create_app
 from lfs_server.prehash import PREHASH_SOCKET_ENV, Prehasher
+from lfs_server.services import services
 from tests.unit.conftest import make_settings
 
 LFS = "application/vnd.git-lfs+json"
@@ -125,7 +126,7 @@ def test_a_database_that_does_not_answer_is_unhealthy(
     def broken() -> int:
         raise sqlite3.DatabaseError("file is not a database")
 
-    monkeypatch.setattr(app.extensions["lfs_db"], "schema_version", broken)
+    monkeypatch.setattr(services(app).db, "schema_version", broken)
     assert_unhealthy(client, "unhealthy: database not answering", database="not answering")
     assert healthy_gauges(client)["database"] == 0
 

@@ -25,6 +25,7 @@ from lfs_server.app import create_app
 from lfs_server.auth import ANONYMOUS_UID
 from lfs_server.db import SQLiteDatabase
 from lfs_server.db.sqlite import MIGRATIONS
+from lfs_server.services import services
 from lfs_server.tokens import Grant, TokenError, TokenSigner, key_id
 from tests.unit.conftest import make_settings
 
@@ -169,11 +170,11 @@ def test_tokens_carry_the_uid_and_stay_pyjwt_identical() -> None:
 def app(tmp_path: Path) -> Flask:
     app = create_app(make_settings(tmp_path / "data", LFS_ANONYMOUS="none"))
     app.config["TESTING"] = True
-    db: SQLiteDatabase = app.extensions["lfs_db"]
+    db: SQLiteDatabase = services(app).db
     add_writer(db, "alice")
     db.add_user("boss", PASSWORD_HASH, is_admin=False)
     db.set_grant("boss", REPO, "admin")
-    store = app.extensions["lfs_store"]
+    store = services(app).store
     upload = store.upload_tmp_dir / "hello"
     upload.write_bytes(DATA)
     store.commit(REPO, OID, len(DATA), upload)
@@ -211,7 +212,7 @@ def test_tokens_of_a_removed_user_stay_dead_when_the_name_returns(
     upload = actions(client, "upload", new_oid, 3)["upload"]
     assert download_status(client, download) == 200
     assert upload_auth_status(client, upload, new_oid) == 204
-    recreate(app.extensions["lfs_db"], "alice")
+    recreate(services(app).db, "alice")
     assert download_status(client, download) == 403
     assert upload_auth_status(client, upload, new_oid) == 403
     assert download_status(client, actions(client, "download", OID, len(DATA))["download"]) == 200
@@ -230,7 +231,7 @@ def test_locks_of_a_removed_user_are_not_the_new_same_named_users(
     lock = client.post(url, json={"path": "hero.psd"}, headers=basic("alice")).get_json()["lock"]
     verify = client.post(f"{url}/verify", json={}, headers=basic("alice")).get_json()
     assert [mine["id"] for mine in verify["ours"]] == [lock["id"]]
-    recreate(app.extensions["lfs_db"], "alice")
+    recreate(services(app).db, "alice")
     verify = client.post(f"{url}/verify", json={}, headers=basic("alice")).get_json()
     assert verify["ours"] == [] and verify["theirs"] == [lock]
     assert lock["owner"] == {"name": "alice"}

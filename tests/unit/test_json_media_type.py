@@ -21,6 +21,7 @@ from werkzeug.security import generate_password_hash
 
 from lfs_server.app import create_app
 from lfs_server.db import SQLiteDatabase
+from lfs_server.services import services
 from lfs_server.settings import Settings
 
 LFS = "application/vnd.git-lfs+json"
@@ -57,7 +58,7 @@ def basic(user: str) -> dict[str, str]:
 @pytest.fixture
 def lfs_app(tmp_path: Path) -> Flask:
     app = create_app(Settings.from_env({"LFS_DATA_DIR": str(tmp_path / "data")}))
-    db: SQLiteDatabase = app.extensions["lfs_db"]
+    db: SQLiteDatabase = services(app).db
     password_hash = generate_password_hash(PASSWORD, method="pbkdf2:sha256:1")
     db.add_user("alice", password_hash, is_admin=False)
     db.add_user("root", password_hash, is_admin=True)

@@ -17,6 +17,7 @@ from lfs_server import cli, locks
 from lfs_server.app import create_app
 from lfs_server.db import SQLiteDatabase
 from lfs_server.db.sqlite import MIGRATIONS
+from lfs_server.services import services
 from lfs_server.settings import Settings
 from tests.lfsapi import LockApi, assert_lfs_error, basic
 
@@ -43,7 +44,7 @@ def password_hash() -> str:
 @pytest.fixture
 def lock_app(tmp_path: Path, password_hash: str) -> Flask:
     app = make_app(tmp_path / "data", "none")
-    db: SQLiteDatabase = app.extensions["lfs_db"]
+    db: SQLiteDatabase = services(app).db
     for name in ("alice", "bob", "carol", "boss", "root"):
         db.add_user(name, password_hash, is_admin=name == "root")
     db.set_grant("alice", "team/*", "write")
@@ -55,7 +56,7 @@ def lock_app(tmp_path: Path, password_hash: str) -> Flask:
 
 @pytest.fixture
 def db(lock_app: Flask) -> SQLiteDatabase:
-    return lock_app.extensions["lfs_db"]
+    return services(lock_app).db
 
 
 def lock_api(client: FlaskClient, user: str | None, repo: str = REPO) -> LockApi:

@@ -19,6 +19,7 @@ from lfs_server import metrics
 from lfs_server.accounts import hash_password, new_token
 from lfs_server.app import create_app
 from lfs_server.db import SQLiteDatabase
+from lfs_server.services import services
 from lfs_server.settings import SettingsError
 from lfs_server.tokens import Grant
 from tests.lfsapi import assert_lfs_error, basic
@@ -31,7 +32,7 @@ REMOTE = "10.0.0.7"
 
 def make_app(tmp_path: Path, **env: str) -> Flask:
     app = create_app(make_settings(tmp_path / "data", **env))
-    db: SQLiteDatabase = app.extensions["lfs_db"]
+    db: SQLiteDatabase = services(app).db
     db.add_user("boss", PASSWORD_HASH, is_admin=True)
     db.add_user("alice", PASSWORD_HASH, is_admin=False)
     db.set_grant("alice", "*", "write")
@@ -83,7 +84,7 @@ def test_admin_mode_needs_a_server_admin(tmp_path: Path) -> None:
 def test_admin_mode_accepts_an_admin_access_token(tmp_path: Path) -> None:
     app = make_app(tmp_path)
     token_id, token, secret_hash = new_token()
-    app.extensions["lfs_db"].add_token("boss", token_id, secret_hash, "prometheus", None)
+    services(app).db.add_token("boss", token_id, secret_hash, "prometheus", None)
     assert scrape(app.test_client(), basic("boss", token)).status_code == 200
 
 
@@ -135,11 +136,11 @@ def test_requests_are_counted_by_endpoint_and_status(tmp_path: Path) -> None:
 
 def test_verify_failures_and_commits_are_counted(tmp_path: Path) -> None:
     app = make_app(tmp_path, LFS_ANONYMOUS="write")
-    store = app.extensions["lfs_store"]
+    store = services(app).store
     tmp_dir = app.config["LFS_SETTINGS"].upload_tmp_dir
     data = b"hello metrics"
     oid = hashlib.sha256(data).hexdigest()
-    signer = app.extensions["lfs_signer"]
+    signer = services(app).signer
 
     def commit(payload: bytes, size: int) -> int:
         upload = tmp_dir / "upload-1"

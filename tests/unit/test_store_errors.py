@@ -21,6 +21,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from lfs_server import cli, serve
+from lfs_server.services import services
 from lfs_server.settings import Settings
 from lfs_server.store import LocalStore
 from lfs_server.store import local as local_store
@@ -89,7 +90,7 @@ def test_a_failed_commit_is_logged_with_its_errno_and_paths_but_answers_plainly(
     assert name in logged and OID in logged and "team/proj" in logged, logged
     assert f"{data_dir}/tmp/uploads/0000000007" in logged, logged
     assert f"{data_dir}/objects/team/proj.git/{OID[:2]}/{OID[2:4]}/{OID}" in logged, logged
-    store: LocalStore = app.extensions["lfs_store"]
+    store: LocalStore = services(app).store
     assert store.size("team/proj", OID) is None
 
 
@@ -108,7 +109,7 @@ def test_a_refused_upload_is_not_logged_as_a_storage_failure(
 @pytest.fixture
 def free(app: Flask, monkeypatch: pytest.MonkeyPatch) -> dict[str, int | None]:
     room: dict[str, int | None] = {"bytes": 10**12}
-    monkeypatch.setattr(app.extensions["lfs_store"], "free_space", lambda: room["bytes"])
+    monkeypatch.setattr(services(app).store, "free_space", lambda: room["bytes"])
     return room
 
 

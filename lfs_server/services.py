@@ -1,0 +1,33 @@
+"""The app's services, reached through one typed accessor.
+
+create_app builds them once; request code asks `services()` instead of
+looking up untyped `current_app.extensions` entries by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Flask, current_app
+
+from lfs_server.accounts import CredentialChecker
+from lfs_server.db import Database
+from lfs_server.settings import Settings
+from lfs_server.store import ObjectStore
+from lfs_server.tokens import TokenSigner
+
+EXTENSION = "lfs"
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    db: Database
+    store: ObjectStore
+    signer: TokenSigner
+    credentials: CredentialChecker
+
+
+def services(app: Flask | None = None) -> Services:
+    """The services of `app`, or of the app handling the current request."""
+    return (current_app if app is None else app).extensions[EXTENSION]
