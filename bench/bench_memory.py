@@ -22,12 +22,12 @@ from common import (
     action,
     curl_get,
     curl_put,
+    forget,
     human_size,
     log,
     make_object,
     remove,
     start_stack,
-    stored_path,
     tree_rss,
 )
 
@@ -73,7 +73,7 @@ def run(ctx: Context) -> list[Row]:
                     "peak": sampler.peak,
                     "processes": sampler.peak_processes,
                 }
-                remove(stored_path(stack, REPO, oid))
+                forget(stack, REPO, oid)
     finally:
         remove(work)
     ctx.raw["memory"] = details

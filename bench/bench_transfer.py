@@ -30,6 +30,7 @@ from common import (
     action,
     curl_get_timings,
     curl_put,
+    forget,
     human_size,
     log,
     make_object,
@@ -83,7 +84,7 @@ def run(ctx: Context) -> list[Row]:
 
 def _download(ctx, stack, plain, src, oid, size, runs) -> Row:
     upload(stack, REPO, src, oid, size)
-    stored = stored_path(stack, REPO, oid)
+    stored = stored_path(stack, oid)
     os.link(stored, plain.files_dir / "object.bin")  # the very same file for both
     href, headers = action(stack, REPO, "download", oid, size)
     os.sync()  # no writeback of the test data competes with the runs
@@ -123,7 +124,7 @@ def _download(ctx, stack, plain, src, oid, size, runs) -> Row:
 
 
 def _upload(ctx, stack, plain, src, oid, size, runs) -> list[Row]:
-    stored = stored_path(stack, REPO, oid)
+    stored = stored_path(stack, oid)
     put_file = plain.put_dir / "object.bin"
     put_url = f"{plain.url}/put/object.bin"
     times: dict[str, list[float]] = {"ours": [], "plain": [], "plain_sha256": [], "plain_fsync": []}
@@ -151,11 +152,11 @@ def _upload(ctx, stack, plain, src, oid, size, runs) -> list[Row]:
     log(f"upload: {runs} runs each of {human_size(size)}")
     for i in range(runs):
         for who in _order(i):
-            remove(stored)
+            forget(stack, REPO, oid)
             remove(put_file)
             os.sync()  # every run starts with no dirty pages
             (ours if who == "ours" else reference)()
-    remove(stored)
+    forget(stack, REPO, oid)
     remove(put_file)
     ctx.raw["upload"] = {"size": size, "seconds": times}
     med = {key: median(values) for key, values in times.items()}

@@ -32,6 +32,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from lfs_server.db import SQLiteDatabase  # noqa: E402
 from tests.stack import Stack, free_port  # noqa: E402
 
 LFS_MEDIA_TYPE = "application/vnd.git-lfs+json"
@@ -424,9 +425,16 @@ def action(stack: Stack, repo: str, operation: str, oid: str, size: int) -> tupl
     return act["href"], dict(act.get("header", {}))
 
 
-def stored_path(stack: Stack, repo: str, oid: str) -> Path:
+def stored_path(stack: Stack, oid: str) -> Path:
     """Where the local store keeps an object (read-only knowledge, for clean-up)."""
-    return stack.data_dir / "objects" / f"{repo}.git" / oid[:2] / oid[2:4] / oid
+    return stack.data_dir / "objects" / oid[:2] / oid[2:4] / oid
+
+
+def forget(stack: Stack, repo: str, oid: str) -> None:
+    """Make the server forget an object of `repo` (its file and its index row),
+    so that the next upload of it stores it again."""
+    remove(stored_path(stack, oid))
+    SQLiteDatabase(stack.data_dir / "lfs.db").remove_objects(oid, [repo])
 
 
 def upload(stack: Stack, repo: str, path: Path, oid: str, size: int) -> float:

@@ -30,6 +30,7 @@ from common import (
     MiB,
     PlainNginx,
     action,
+    forget,
     log,
     make_object,
     median,
@@ -130,10 +131,10 @@ def main(argv: list[str] | None = None) -> int:
                 for pid in tree_pids(stack.proc.pid)
                 if b"gunicorn" in Path(f"/proc/{pid}/cmdline").read_bytes()
             ]
-            final = stored_path(stack, REPO, oid)
+            final = stored_path(stack, oid)
             for i in range(args.runs):
                 for who in ("ours", "plain") if i % 2 == 0 else ("plain", "ours"):
-                    remove(final)
+                    forget(stack, REPO, oid)
                     remove(plain.put_dir / "object.bin")
                     os.sync()
                     if who == "ours":
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                         for name, at in marks:
                             phases.setdefault(name, []).append(at - last)
                             last = at
-            remove(final)
+            forget(stack, REPO, oid)
     finally:
         os.chdir(cwd)
         remove(work)

@@ -17,7 +17,8 @@ from lfs_server.jsonbody import require_json_post
 from lfs_server.prehash import PREHASH_SOCKET_ENV
 from lfs_server.services import EXTENSION, Services
 from lfs_server.settings import Settings
-from lfs_server.store import LocalStore
+from lfs_server.store import ObjectIndex, UploadVerifier
+from lfs_server.store.factory import open_store
 from lfs_server.tokens import TokenSigner
 
 
@@ -45,10 +46,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     # The launcher's Prehasher (see prehash.py), when there is one.
     prehash_socket = os.environ.get(PREHASH_SOCKET_ENV) or None
     db = SQLiteDatabase(settings.database_path)
+    store = open_store(settings)
+    verifier = UploadVerifier(prehash_socket)
     app.extensions[EXTENSION] = Services(
         settings=settings,
         db=db,
-        store=LocalStore(settings.objects_dir, settings.upload_tmp_dir, prehash_socket),
+        store=store,
+        verifier=verifier,
+        objects=ObjectIndex(store, db, verifier),
         signer=TokenSigner(settings.secret_key, settings.previous_secret_keys),
         credentials=CredentialChecker(db),
     )

@@ -1,4 +1,9 @@
-"""The Batch API: which objects to send or fetch, and where."""
+"""The Batch API: which objects to send or fetch, and where.
+
+The object index answers what the repository holds (one query per batch);
+the store composes the actions for each object (its own hrefs, or a
+bucket's presigned URLs).
+"""
 
 from __future__ import annotations
 
@@ -13,8 +18,7 @@ from lfs_server.errors import LFS_MEDIA_TYPE, LFSError
 from lfs_server.jsonbody import read_json_object
 from lfs_server.repos import repo_from_path
 from lfs_server.services import services
-from lfs_server.store import INSUFFICIENT_STORAGE, ObjectStore, is_valid_oid
-from lfs_server.times import rfc3339
+from lfs_server.store import INSUFFICIENT_STORAGE, Links, ObjectStore, is_valid_oid
 
 MAX_OBJECTS = 1000
 OPERATION_RIGHTS = {"upload": "write", "download": "read"}
@@ -38,17 +42,15 @@ def batch(repo_path: str) -> Response:
         raise LFSError(422, "ref must be an object")
     hash_algo = body.get("hash_algo", "sha256")
 
-    builder = _ActionBuilder(repo, caller, operation)
-    answered = []
-    seen: set[str] = set()
+    first: dict[str, int] = {}  # each oid once, as first sent
     for oid, size in objects:
-        if oid in seen:
-            continue
-        seen.add(oid)
-        if hash_algo != "sha256":
-            answered.append(_json(_error(oid, size, 409, "unsupported hash algorithm; use sha256")))
-        else:
-            answered.append(builder.answer(oid, size))
+        first.setdefault(oid, size)
+    if hash_algo != "sha256":
+        message = "unsupported hash algorithm; use sha256"
+        answered = [_json(_error(oid, size, 409, message)) for oid, size in first.items()]
+    else:
+        builder = _ActionBuilder(repo, caller, operation, list(first))
+        answered = [builder.answer(oid, size) for oid, size in first.items()]
     # The answer is assembled as text: each object is already JSON (see answer()).
     body = f'{{"transfer":"basic","objects":[{",".join(answered)}],"hash_algo":"sha256"}}'
     return Response(body, mimetype=LFS_MEDIA_TYPE)
@@ -81,36 +83,29 @@ def _error(oid: str, size: int, code: int, message: str) -> dict[str, Any]:
 
 
 class _ActionBuilder:
-    """Answers one object of a batch: an error, nothing to do, or signed actions."""
+    """Answers one object of a batch: an error, nothing to do, or the store's actions.
 
-    def __init__(self, repo: str, caller: Caller, operation: str) -> None:
+    What the repository holds comes from the object index in one query for
+    the whole batch, before any object is answered; the store itself is
+    never asked per object.
+    """
+
+    def __init__(self, repo: str, caller: Caller, operation: str, oids: list[str]) -> None:
         app = services()
         settings = app.settings
-        self.repo = repo
-        self.caller = caller
         self.operation = operation
         self.store: ObjectStore = app.store
         self.max_size: int = settings.max_object_size
-        self.base = settings.public_url
         self.ttl: int = settings.token_ttl
-        self.expires_at = int(time.time()) + self.ttl
-        self.expires_at_text = rfc3339(self.expires_at)
-        self.tokens = app.signer.for_batch(
-            repo, caller.name, caller.uid, caller.right, self.expires_at
-        )
+        expires_at = int(time.time()) + self.ttl
+        self.tokens = app.signer.for_batch(repo, caller.name, caller.uid, caller.right, expires_at)
+        self.links = Links(settings.public_url, self.tokens.sign, self.ttl, expires_at)
+        self.stored = app.objects.sizes(repo, [oid for oid in oids if is_valid_oid(oid)])
         # `"<base>/.lfs/download/` as a JSON string opening, escaped once.
-        self.download_href = _json(f"{self.base}/.lfs/download/")[:-1]
+        self.download_href = _json(self.links.href("download", ""))[:-1]
+        self.fast_downloads = self.store.downloads_through_server
         self.room: int | None = None  # free bytes left for this batch's uploads
         self.room_known = False
-
-    def action(self, op: str, href: str, oid: str, size: int) -> dict[str, Any]:
-        token = self.tokens.sign(op, oid, size)
-        return {
-            "href": href,
-            "header": {"Authorization": f"Bearer {token}"},
-            "expires_in": self.ttl,
-            "expires_at": self.expires_at_text,
-        }
 
     def reserve_room(self, size: int) -> bool:
         """Whether the store's free space still holds `size` more bytes.
@@ -138,7 +133,7 @@ class _ActionBuilder:
             )
         if size < 0:
             return _json(_error(oid, size, 422, "invalid size: must not be negative"))
-        stored = self.store.size(self.repo, oid)
+        stored = self.stored.get(oid)
         if stored is not None and stored != size:
             return _json(
                 _error(oid, size, 422, f"size mismatch: the stored object has {stored} bytes")
@@ -150,13 +145,19 @@ class _ActionBuilder:
         return _json(self.upload(oid, size, stored))
 
     def download(self, oid: str, size: int) -> str:
-        """The hot path (every object of every fetch), written out directly:
-        the oid is validated hex, the size an int, the token base64url."""
+        """The hot path (every object of every fetch), written out directly when
+        the download goes through this server: the oid is validated hex, the
+        size an int, the token base64url."""
+        if not self.fast_downloads:
+            action = self.store.download_action(self.links, oid, size)
+            return _json(
+                {"oid": oid, "size": size, "authenticated": True, "actions": {"download": action}}
+            )
         token = self.tokens.sign("download", oid, size)
         return (
             f'{{"oid":"{oid}","size":{size:d},"authenticated":true,"actions":{{"download":'
             f'{{"href":{self.download_href}{oid}","header":{{"Authorization":"Bearer {token}"}},'
-            f'"expires_in":{self.ttl:d},"expires_at":"{self.expires_at_text}"}}}}}}'
+            f'"expires_in":{self.ttl:d},"expires_at":"{self.links.expires_at_text}"}}}}}}'
         )
 
     def upload(self, oid: str, size: int, stored: int | None) -> dict[str, Any]:
@@ -166,8 +167,5 @@ class _ActionBuilder:
             return _error(oid, size, 422, f"object too large: the limit is {self.max_size} bytes")
         if not self.reserve_room(size):
             return _error(oid, size, 507, INSUFFICIENT_STORAGE)
-        actions = {
-            "upload": self.action("upload", f"{self.base}/.lfs/upload/{oid}", oid, size),
-            "verify": self.action("verify", f"{self.base}/.lfs/verify", oid, size),
-        }
+        actions = self.store.upload_actions(self.links, oid, size)
         return {"oid": oid, "size": size, "authenticated": True, "actions": actions}

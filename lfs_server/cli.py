@@ -243,7 +243,7 @@ def cmd_fsck(args: argparse.Namespace, settings: Settings) -> int:
     from lfs_server import fsck
 
     repo = None if args.repo is None else repo_argument(args.repo)
-    report = fsck.check(settings.data_dir, repo)
+    report = fsck.check(settings, repo)
     return 1 if report.problems else 0
 
 

@@ -1,52 +1,42 @@
 """`lfs-server fsck [REPO]`: re-hash stored objects, quarantine the bad ones.
 
-Objects live at objects/<repo>.git/<oid[:2]>/<oid[2:4]>/<oid> and are
-immutable once linked into place, so this runs safely beside a live server.
-A corrupted object (its SHA-256 is not its name, it cannot be read) and any
-file with an unexpected name or place is MOVED (one rename, atomic) to
-quarantine/<repo>.git/<name>.<UTC timestamp>: never deleted. The store then
-no longer has it, so the next push of that oid uploads a good copy.
+It works from the store interface (store.base.ObjectStore): the store lists
+what it holds, hashes an object and moves an item aside. Objects are
+immutable once stored, so this runs safely beside a live server. A
+corrupted object (its SHA-256 is not its oid, it cannot be read) and
+anything in the store that is not an object where it belongs (an unexpected
+name or place, a symlink) is MOVED to quarantine, never deleted (the local
+store: one rename to quarantine/<folder>/<name>.<UTC timestamp>), and a
+quarantined object's index rows are dropped: the store no longer has it,
+so the next push of that oid uploads a good copy. With REPO only the
+objects the index names for that repository are checked.
 """
 
 from __future__ import annotations
 
-import errno
-import hashlib
-import os
-import shutil
-import stat
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TextIO
 
 from lfs_server.cleanup import human_bytes
-from lfs_server.durable import fsync_dir, fsync_new_dirs, make_dirs
-from lfs_server.repos import normalize_repo
-from lfs_server.store import is_valid_oid
+from lfs_server.db import Database, SQLiteDatabase
+from lfs_server.settings import Settings
+from lfs_server.store import ObjectStore, StoredItem
+from lfs_server.store.factory import open_store
+from lfs_server.upgrade import upgrade_store
 
-CHUNK = 1 << 20
-_HEX = frozenset("0123456789abcdef")
-
-
-@dataclass(frozen=True)
-class Entry:
-    """A file found in the object tree."""
-
-    path: Path
-    repo: str | None  # the repository it belongs to, when its place says so
-    quarantine_dir: str  # folder under quarantine/, relative: "<repo>.git" or the file's place
-    unexpected: str  # why its name or place is wrong; empty for a proper object
+PAGE = 1000
 
 
 @dataclass
 class Problem:
-    entry: Entry
+    item: StoredItem
     reason: str
-    moved_to: Path | None = None
+    repos: list[str] = field(default_factory=list)
+    moved_to: str = ""
     move_error: str = ""
 
 
@@ -59,65 +49,23 @@ class Report:
 
     @property
     def quarantined(self) -> int:
-        return sum(1 for problem in self.problems if problem.moved_to is not None)
+        return sum(1 for problem in self.problems if problem.moved_to)
 
 
-def _is_fanout(name: str) -> bool:
-    return len(name) == 2 and set(name) <= _HEX
-
-
-def _repo_of_root(parts: list[str]) -> str | None:
-    """`team/proj` for the parts ["team", "proj.git"] of a repository root."""
-    if not parts or not parts[-1].endswith(".git"):
-        return None
-    name = "/".join([*parts[:-1], parts[-1][:-4]])
-    return name if normalize_repo(name) == name else None
-
-
-def classify(objects_dir: Path, path: Path) -> Entry:
-    """Where a file sits in the tree says which repository and oid it should be."""
-    parts = list(path.relative_to(objects_dir).parts)
-    name = parts[-1]
-    folders = parts[:-1]
-    if len(folders) >= 3 and _is_fanout(folders[-2]) and _is_fanout(folders[-1]):
-        repo = _repo_of_root(folders[:-2])
-        if repo is not None:
-            root = "/".join(folders[:-2])
-            if not is_valid_oid(name):
-                return Entry(path, repo, root, "unexpected file name")
-            if name[:2] != folders[-2] or name[2:4] != folders[-1]:
-                return Entry(path, repo, root, "object in the wrong fan-out folder")
-            return Entry(path, repo, root, "")
-    for depth in range(len(folders), 0, -1):
-        repo = _repo_of_root(folders[:depth])
-        if repo is not None:
-            return Entry(path, repo, "/".join(folders[:depth]), "unexpected file in the store")
-    return Entry(path, None, "/".join(folders), "unexpected file in the store")
-
-
-def _walk_files(folder: Path, skip_repo_roots: bool = False) -> Iterator[Path]:
-    """Every non-directory below `folder` (symlinks not followed), in name order."""
-    try:
-        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
-    except FileNotFoundError:
-        return
-    for entry in entries:
-        if entry.is_dir(follow_symlinks=False):
-            if skip_repo_roots and not _is_fanout(entry.name):
-                continue  # another repository's root, or part of its name
-            yield from _walk_files(Path(entry.path), skip_repo_roots=False)
-        else:
-            yield Path(entry.path)
-
-
-def entries(objects_dir: Path, repo: str | None = None) -> Iterator[Entry]:
-    """Files of the whole store, or of one repository (not its nested neighbours)."""
-    if repo is None:
-        files = _walk_files(objects_dir)
-    else:
-        files = _walk_files(objects_dir / f"{repo}.git", skip_repo_roots=True)
-    for path in files:
-        yield classify(objects_dir, path)
+def index_rows(db: Database, repo: str | None = None) -> Iterator[tuple[str, list[str]]]:
+    """(oid, the repositories that may see it) for every indexed oid, in oid order."""
+    after = ("", "")
+    oid, repos = "", []
+    while rows := db.list_objects(repo=repo, after=after, limit=PAGE):
+        for row in rows:
+            if row.oid != oid:
+                if repos:
+                    yield oid, repos
+                oid, repos = row.oid, []
+            repos.append(row.repo)
+        after = (rows[-1].oid, rows[-1].repo)
+    if repos:
+        yield oid, repos
 
 
 class Progress:
@@ -170,116 +118,83 @@ class Progress:
             self.out.flush()
 
 
-def _hash(path: Path, progress: Progress) -> tuple[str, os.stat_result]:
-    """SHA-256 and identity of a regular file (never through a symlink)."""
-    # O_NONBLOCK: a FIFO planted in the tree must not hang the check.
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise IsADirectoryError("not a regular file")
-        digest = hashlib.sha256()
-        buffer = bytearray(CHUNK)
-        view = memoryview(buffer)
-        with open(fd, "rb", buffering=0, closefd=False) as src:
-            while count := src.readinto(buffer):
-                digest.update(view[:count])
-                progress.add(nbytes=count)
-        return digest.hexdigest(), info
-    finally:
-        os.close(fd)
-
-
-def quarantine(data_dir: Path, entry: Entry, stamp: str) -> Path:
-    """Move the file aside, keeping every byte: quarantine/<place>/<name>.<stamp>."""
-    target_dir = data_dir / "quarantine" / entry.quarantine_dir
-    new_dirs = make_dirs(target_dir)
-    target = target_dir / f"{entry.path.name}.{stamp}"
-    serial = 1
-    while os.path.lexists(target):
-        target = target_dir / f"{entry.path.name}.{stamp}-{serial}"
-        serial += 1
-    try:
-        os.rename(entry.path, target)
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:  # objects/ on another filesystem than quarantine/
-            raise
-        shutil.copy2(entry.path, target, follow_symlinks=False)
-        os.unlink(entry.path)
-    fsync_dir(target_dir)
-    fsync_dir(entry.path.parent)
-    fsync_new_dirs(new_dirs)
-    return target
-
-
 def check(
-    data_dir: Path,
+    settings: Settings,
     repo: str | None = None,
     progress_out: TextIO | None = None,
     report_out: TextIO | None = None,
 ) -> Report:
-    """Re-hash the store (or one repository) and quarantine what is wrong."""
-    objects_dir = data_dir / "objects"
+    """Re-hash the store (or one repository's objects) and quarantine what is wrong."""
     progress_out = progress_out or sys.stderr
-    report_out = report_out or sys.stdout
+    upgrade_store(settings, progress_out)  # a store of an older version, never served yet
+    store = open_store(settings)
+    db = SQLiteDatabase(settings.database_path)
+    return run(store, db, repo, progress_out, report_out or sys.stdout)
+
+
+def run(
+    store: ObjectStore, db: Database, repo: str | None, progress_out: TextIO, report_out: TextIO
+) -> Report:
+    holders = dict(index_rows(db))
+    wanted = None if repo is None else {oid for oid, _ in index_rows(db, repo)}
+
+    def chosen() -> Iterator[StoredItem]:
+        for item in store.scan():
+            if wanted is None or item.oid in wanted:
+                yield item
+
     total_files = total_bytes = 0
-    for entry in entries(objects_dir, repo):
+    for item in chosen():
         total_files += 1
-        if not entry.unexpected:
-            try:
-                total_bytes += entry.path.lstat().st_size
-            except FileNotFoundError:
-                continue
+        if item.oid is not None:
+            total_bytes += item.size
     progress = Progress(progress_out, total_files, total_bytes)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     report = Report()
     try:
-        for entry in entries(objects_dir, repo):
-            reason = entry.unexpected
-            identity: os.stat_result | None = None
+        for item in chosen():
+            reason = item.unexpected
+            repos = holders.get(item.oid or "", [])
             if not reason:
                 try:
-                    digest, identity = _hash(entry.path, progress)
+                    digest = store.hash_object(item, lambda count: progress.add(nbytes=count))
                 except FileNotFoundError:
                     continue  # gone meanwhile (an earlier fsck run, say)
                 except OSError as exc:
-                    if exc.errno == errno.ELOOP:
-                        reason = "a symbolic link, not an object file"
-                    else:
-                        reason = f"cannot be read ({exc.strerror or exc})"
+                    reason = f"cannot be read ({exc.strerror or exc})"
                 else:
                     report.objects += 1
-                    report.bytes += identity.st_size
-                    if entry.repo:
-                        report.repos.add(entry.repo)
-                    if digest != entry.path.name:
+                    report.bytes += item.size
+                    report.repos.update(repos)
+                    if digest != item.oid:
                         reason = f"SHA-256 mismatch (content hashes to {digest})"
             progress.add(files=1)
             if not reason:
                 continue
-            problem = Problem(entry, reason)
+            problem = Problem(item, reason, repos)
             report.problems.append(problem)
             try:
-                if identity is not None:
-                    now = entry.path.lstat()
-                    if (now.st_dev, now.st_ino) != (identity.st_dev, identity.st_ino):
-                        raise OSError("replaced while being checked; run fsck again")
-                problem.moved_to = quarantine(data_dir, entry, stamp)
+                problem.moved_to = store.quarantine(item, stamp)
             except FileNotFoundError:
                 problem.move_error = "vanished before it could be moved"
             except OSError as exc:
                 problem.move_error = str(exc.strerror or exc)
+            else:
+                if item.oid is not None and repos:
+                    db.remove_objects(item.oid, repos)
     finally:
         progress.close()
     for problem in report.problems:
-        where = problem.entry.repo or "(no repository)"
-        shown = problem.entry.path.relative_to(data_dir)
+        where = ", ".join(problem.repos) or "(no repository)"
         outcome = (
-            f"moved to {problem.moved_to.relative_to(data_dir)}"
+            f"moved to {problem.moved_to}"
             if problem.moved_to
             else f"NOT moved: {problem.move_error}"
         )
-        print(f"corrupted: {where}: {shown}: {problem.reason}; {outcome}", file=report_out)
+        print(
+            f"corrupted: {where}: {problem.item.key}: {problem.reason}; {outcome}",
+            file=report_out,
+        )
     count = len(report.repos)
     scope = f"repository {repo}" if repo else f"{count} repositor{'y' if count == 1 else 'ies'}"
     print(

@@ -18,7 +18,8 @@ bp = Blueprint("health", __name__)
 
 def run_checks() -> dict[str, str]:
     """Each check's name and "ok", or a short fixed reason (never a path)."""
-    return {"database": _database(), **services().store.health()}
+    app = services()
+    return {"database": _database(), **app.store.health(), **app.verifier.health()}
 
 
 def _database() -> str:

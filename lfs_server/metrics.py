@@ -21,7 +21,8 @@ What is counted (names as exposed; counters carry the `_total` suffix):
   the object size for a GET, the length of the range for a single-range GET;
   multi-range and unsatisfiable requests and HEAD add nothing. It counts
   what nginx was told to send, not what a client that hangs up received.
-- `lfs_objects_stored_total`: objects newly stored (verified and linked).
+- `lfs_objects_stored_total`: objects newly stored (verified and linked); an oid
+  the store already held, uploaded for another repository, is not counted.
 - `lfs_upload_verify_failures_total{reason}`: uploads refused at commit because
   their `size` or `sha256` did not match the signed token.
 - `lfs_batch_duration_seconds`: histogram of the app's time per batch request

@@ -29,6 +29,7 @@ from lfs_server.prehash_process import PREHASH_DIR_ENV
 from lfs_server.privileges import PrivilegeError, RunAs
 from lfs_server.settings import Settings
 from lfs_server.store.local import LinkCheckError, check_hard_links
+from lfs_server.upgrade import upgrade_store
 
 # After LFS_STOP_GRACE nginx closes what is left itself (worker_shutdown_timeout);
 # the launcher kills it if it has not exited this much later.
@@ -403,12 +404,44 @@ def prepare_data_dir(settings: Settings, user: RunAs | None) -> None:
             )
 
 
+def run_upgrade(settings: Settings, user: RunAs | None) -> None:
+    """The one-time store upgrade (lfs_server.upgrade), as the serving user
+    (in a child that drops root first), so whatever it makes is the server's."""
+
+    def upgrade() -> None:
+        try:
+            upgrade_store(settings)
+        except OSError as exc:
+            raise LaunchError(
+                f"LFS_DATA_DIR: could not upgrade the object store ({exc}); start again to resume"
+            ) from None
+
+    if user is None:
+        upgrade()
+        return
+    pid = os.fork()
+    if pid == 0:
+        status = 2
+        try:
+            privileges.become(user)
+            upgrade()
+            status = 0
+        except LaunchError as exc:
+            print(f"lfs-server: {exc}", file=sys.stderr, flush=True)
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise LaunchError("LFS_DATA_DIR: the object store upgrade did not complete")
+
+
 def serve(settings: Settings) -> int:
     """Run the server until a stop signal (0) or a child's death (1); 2 when it cannot start."""
     try:
         user = privileges.run_as(settings.user)
         prepare_data_dir(settings, user)
         check_data_dir(settings)
+        run_upgrade(settings, user)
         sweep_stale_uploads(settings)
         return Supervisor(settings, user).run()
     except PrivilegeError as exc:

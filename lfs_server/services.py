@@ -13,7 +13,7 @@ from flask import Flask, current_app
 from lfs_server.accounts import CredentialChecker
 from lfs_server.db import Database
 from lfs_server.settings import Settings
-from lfs_server.store import ObjectStore
+from lfs_server.store import ObjectIndex, ObjectStore, UploadVerifier
 from lfs_server.tokens import TokenSigner
 
 EXTENSION = "lfs"
@@ -24,6 +24,8 @@ class Services:
     settings: Settings
     db: Database
     store: ObjectStore
+    verifier: UploadVerifier
+    objects: ObjectIndex
     signer: TokenSigner
     credentials: CredentialChecker
 

@@ -30,6 +30,7 @@ S3_TRANSFER_MODES = ("proxy", "direct")
 # S3's limits on a multipart upload's parts (the last one may be smaller).
 S3_MIN_PART_SIZE = 5 << 20
 S3_MAX_PART_SIZE = 5 << 30
+STORE_KINDS = ("local",)
 
 # name -> (default shown to people, description). Defaults are applied in
 # Settings.from_env; this table documents them for --help and the README.
@@ -47,6 +48,10 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "LFS_PREVIOUS_SECRET_KEYS": (
         "",
         "comma-separated old keys still accepted for verifying tokens (key rotation)",
+    ),
+    "LFS_STORE": (
+        "local",
+        "where objects are kept: local (LFS_DATA_DIR/objects, on the same filesystem as uploads)",
     ),
     "LFS_TOKEN_TTL": ("3600", "lifetime of signed transfer URLs, seconds (60 .. 604800)"),
     "LFS_MAX_OBJECT_SIZE": ("50G", "largest object accepted, bytes or with K/M/G/T suffix"),
@@ -300,6 +305,7 @@ class Settings:
     stop_grace: int = 60
     user: str = "lfs"
     s3: S3Settings = field(default_factory=S3Settings)
+    store: str = "local"
     # True when LFS_PUBLIC_URL is unset and LFS_LISTEN is a wildcard address:
     # hrefs then name localhost, and the launcher warns.
     public_url_guessed: bool = False
@@ -352,6 +358,11 @@ class Settings:
         git_passwords = get("LFS_GIT_PASSWORDS", "allow").strip().lower()
         if git_passwords not in GIT_PASSWORD_MODES:
             raise SettingsError(f"LFS_GIT_PASSWORDS: expected allow or deny, got {git_passwords!r}")
+        store = get("LFS_STORE", "local").strip().lower()
+        if store not in STORE_KINDS:
+            raise SettingsError(
+                f"LFS_STORE: expected one of {', '.join(STORE_KINDS)}, got {store!r}"
+            )
         trusted_proxies = parse_networks("LFS_TRUSTED_PROXIES", get("LFS_TRUSTED_PROXIES", ""))
         s3 = s3_settings_from(get)
         previous = tuple(
@@ -395,6 +406,7 @@ class Settings:
             stop_grace=stop_grace,
             user=get("LFS_USER", "lfs").strip(),
             s3=s3,
+            store=store,
         )
 
 

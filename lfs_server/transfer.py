@@ -2,8 +2,11 @@
 
 Upload is two internal calls from nginx: `upload-auth` (auth_request, before
 any body byte is read) and `upload-commit` (after nginx has written the body
-to a temp file, whose path it passes in a header). Download answers with an
-X-Accel-Redirect so nginx serves the file itself (sendfile, Range).
+to a temp file, whose path it passes in a header): the upload is verified,
+the store puts it in place, and only then does the object index let the
+token's repository see it. Download and verify look in that index for the
+token's repository; a download answers with an X-Accel-Redirect to where
+the store keeps the bytes, so nginx sends them itself (Range included).
 """
 
 from __future__ import annotations
@@ -18,14 +21,10 @@ from lfs_server.auth import still_allowed
 from lfs_server.errors import LFSError, lfs_json
 from lfs_server.jsonbody import read_json_object
 from lfs_server.services import services
-from lfs_server.store import INSUFFICIENT_STORAGE, CommitError, ObjectStore, is_valid_oid
+from lfs_server.store import INSUFFICIENT_STORAGE, CommitError, is_valid_oid
 from lfs_server.tokens import Grant, TokenError
 
 bp = Blueprint("transfer", __name__)
-
-
-def _store() -> ObjectStore:
-    return services().store
 
 
 NEEDED_RIGHT = {"upload": "write", "download": "read", "verify": "write"}
@@ -79,7 +78,7 @@ def upload_auth() -> Response:
             raise LFSError(403, f"Content-Length must be the object size, {grant.size} bytes")
         # Refuse before the body rather than let nginx fail mid-way; should
         # writing the body fail all the same, upload_failed() answers.
-        room = _store().free_space()
+        room = services().store.free_space()
         if room is not None and grant.size > room:
             raise LFSError(507, INSUFFICIENT_STORAGE)
     except LFSError as exc:
@@ -102,7 +101,7 @@ def upload_failed() -> Response:
     """
     declared = request.headers.get("X-LFS-Content-Length", "")
     size = int(declared) if declared.isdigit() else 0
-    room = _store().free_space()
+    room = services().store.free_space()
     if room is not None and (room == 0 or room < size):
         raise LFSError(507, INSUFFICIENT_STORAGE)
     raise LFSError(500, "could not write the upload; try again")
@@ -116,7 +115,7 @@ def upload_commit() -> Response:
     if not upload.is_absolute() or upload.parent != tmp_dir:
         raise LFSError(500, "upload was not received")
     try:
-        stored = _store().commit(grant.repo, grant.oid, grant.size, upload)
+        stored = services().objects.accept(grant.repo, grant.oid, grant.size, upload)
     except CommitError as exc:
         metrics.upload_verify_failed(exc.reason)
         raise LFSError(exc.status, exc.message) from None
@@ -127,12 +126,12 @@ def upload_commit() -> Response:
 @bp.route("/.lfs/download/<oid>", methods=["GET", "HEAD"])
 def download(oid: str) -> Response:
     grant = check_token("download", oid)
-    store = _store()
-    size = store.size(grant.repo, oid)
+    app = services()
+    size = app.objects.size(grant.repo, oid)
     if size is None:
         raise LFSError(404, "object does not exist")
     response = Response(status=200, mimetype="application/octet-stream")
-    response.headers["X-Accel-Redirect"] = store.internal_uri(grant.repo, oid)
+    response.headers["X-Accel-Redirect"] = app.store.internal_uri(oid)
     metrics.download_handed_over(size)
     return response
 
@@ -144,7 +143,7 @@ def verify() -> Response:
     grant = check_token("verify", oid if isinstance(oid, str) else None)
     if body.get("size") != grant.size:
         raise LFSError(422, "size does not match the uploaded object")
-    stored = _store().size(grant.repo, grant.oid)
+    stored = services().objects.size(grant.repo, grant.oid)
     if stored is None:
         raise LFSError(404, "object was not stored; upload it again")
     return lfs_json({})

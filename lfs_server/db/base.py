@@ -1,9 +1,11 @@
 """What the server needs from its database: users, access tokens, grants,
-failure counters, recent good logins and locks. A PostgreSQL backend
-implements the same Protocol; nothing outside lfs_server/db speaks SQL."""
+failure counters, recent good logins, locks and the object index. A
+PostgreSQL backend implements the same Protocol; nothing outside
+lfs_server/db speaks SQL."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -60,6 +62,17 @@ class Lock:
     seq: int
 
 
+@dataclass(frozen=True)
+class IndexedObject:
+    """A row of the object index: repository `repo` may see the stored object
+    `oid` of `size` bytes, durable and verified since `stored_at` (Unix seconds)."""
+
+    repo: str
+    oid: str
+    size: int
+    stored_at: int
+
+
 class Database(Protocol):
     def get_user(self, name: str) -> User | None: ...
     def list_users(self) -> list[User]: ...
@@ -102,3 +115,22 @@ class Database(Protocol):
         limit: int | None = None,
     ) -> list[Lock]: ...
     def delete_lock(self, repo: str, lock_id: str) -> Lock | None: ...
+
+    def object_sizes(self, repo: str, oids: Sequence[str]) -> dict[str, int]:
+        """The sizes of those of `oids` that `repo` may see: one query, however many."""
+
+    def add_objects(self, objects: Sequence[IndexedObject]) -> None:
+        """Write index rows (a row that exists already stays as it is), in one transaction."""
+
+    def list_objects(
+        self, *, repo: str | None = None, after: tuple[str, str] = ("", ""), limit: int = 1000
+    ) -> list[IndexedObject]:
+        """Rows after (oid, repo) `after`, in (oid, repo) order: pages of the whole index."""
+
+    def remove_objects(self, oid: str, repos: Sequence[str]) -> None:
+        """Drop the rows of `oid` for those repositories."""
+
+    def upgrade_done(self, name: str) -> bool:
+        """Whether the one-time data upgrade `name` has completed."""
+
+    def mark_upgrade_done(self, name: str, when: int) -> None: ...

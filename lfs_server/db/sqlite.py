@@ -12,11 +12,11 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from lfs_server.db.base import AccessToken, DatabaseError, Lock, RepoGrant, User
+from lfs_server.db.base import AccessToken, DatabaseError, IndexedObject, Lock, RepoGrant, User
 
 MIGRATIONS: list[str] = [
     # 1: accounts, access tokens, grants, authentication failure counters
@@ -95,6 +95,25 @@ MIGRATIONS: list[str] = [
         WHEN owner = 'anonymous' THEN 'anonymous'
         ELSE COALESCE((SELECT uid FROM users WHERE users.name = locks.owner), '')
     END;
+    """,
+    # 5: the object index: which repository may see which stored oid (objects
+    # are stored once per oid), its size and since when. The primary key
+    # answers a batch (one repository, many oids); objects_oid walks the
+    # whole index in oid order (fsck) and finds every repository of an oid.
+    # `upgrades` records one-time data upgrades done (upgrade.py).
+    """
+    CREATE TABLE objects (
+        repo TEXT NOT NULL,
+        oid TEXT NOT NULL,
+        size BIGINT NOT NULL,
+        stored_at BIGINT NOT NULL,
+        PRIMARY KEY (repo, oid)
+    );
+    CREATE INDEX objects_oid ON objects(oid, repo);
+    CREATE TABLE upgrades (
+        name TEXT PRIMARY KEY,
+        done_at BIGINT NOT NULL
+    );
     """,
 ]
 
@@ -397,3 +416,54 @@ class SQLiteDatabase:
                 (repo, lock_id),
             ).fetchall()
         return Lock(*rows[0]) if rows else None
+
+    # the object index
+
+    def object_sizes(self, repo: str, oids: Sequence[str]) -> dict[str, int]:
+        if not oids:
+            return {}
+        marks = ",".join("?" * len(oids))
+        rows = self.conn.execute(
+            f"SELECT oid, size FROM objects WHERE repo = ? AND oid IN ({marks})", (repo, *oids)
+        )
+        return dict(rows.fetchall())
+
+    def add_objects(self, objects: Sequence[IndexedObject]) -> None:
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO objects (repo, oid, size, stored_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (repo, oid) DO NOTHING",
+                [(o.repo, o.oid, o.size, o.stored_at) for o in objects],
+            )
+
+    def list_objects(
+        self, *, repo: str | None = None, after: tuple[str, str] = ("", ""), limit: int = 1000
+    ) -> list[IndexedObject]:
+        select = "SELECT repo, oid, size, stored_at FROM objects"
+        if repo is None:
+            rows = self.conn.execute(
+                f"{select} WHERE (oid, repo) > (?, ?) ORDER BY oid, repo LIMIT ?", (*after, limit)
+            )
+        else:
+            rows = self.conn.execute(
+                f"{select} WHERE repo = ? AND oid > ? ORDER BY oid LIMIT ?",
+                (repo, after[0], limit),
+            )
+        return [IndexedObject(*row) for row in rows]
+
+    def remove_objects(self, oid: str, repos: Sequence[str]) -> None:
+        with self.transaction() as conn:
+            conn.executemany(
+                "DELETE FROM objects WHERE repo = ? AND oid = ?", [(repo, oid) for repo in repos]
+            )
+
+    def upgrade_done(self, name: str) -> bool:
+        row = self.conn.execute("SELECT 1 FROM upgrades WHERE name = ?", (name,)).fetchone()
+        return row is not None
+
+    def mark_upgrade_done(self, name: str, when: int) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO upgrades (name, done_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+                (name, when),
+            )

@@ -1,6 +1,27 @@
 """Object storage behind a narrow interface (see base.ObjectStore)."""
 
-from lfs_server.store.base import INSUFFICIENT_STORAGE, CommitError, ObjectStore, is_valid_oid
+from lfs_server.store.base import (
+    INSUFFICIENT_STORAGE,
+    CommitError,
+    Links,
+    ObjectStore,
+    StoredItem,
+    VerifiedUpload,
+    is_valid_oid,
+)
+from lfs_server.store.index import ObjectIndex
 from lfs_server.store.local import LocalStore
+from lfs_server.store.verify import UploadVerifier
 
-__all__ = ["INSUFFICIENT_STORAGE", "CommitError", "LocalStore", "ObjectStore", "is_valid_oid"]
+__all__ = [
+    "INSUFFICIENT_STORAGE",
+    "CommitError",
+    "Links",
+    "LocalStore",
+    "ObjectIndex",
+    "ObjectStore",
+    "StoredItem",
+    "UploadVerifier",
+    "VerifiedUpload",
+    "is_valid_oid",
+]

@@ -1,19 +1,33 @@
-"""The store interface the HTTP layer talks to.
+"""The store interface: what the HTTP layer, fsck and the upgrade ask of a backend.
 
-The batch and transfer code ask a store what exists and hand it finished
-uploads; they never build a filesystem path. Another backend (say one that
-speaks S3) slots in by implementing the same few methods.
+A store holds objects by oid alone (content-addressed, once per oid); which
+repositories may see an oid is the object index's business (index.py, rows
+in the database), never the store's. A backend decides how bytes move: the
+actions a batch answer offers for an object, where nginx fetches a
+download from, how a verified upload is put in place. The local store
+(local.py) and an S3 backend implement the same few methods; checks that do
+not depend on the backend (the upload's size and SHA-256, verify.py) wrap
+around them, as in rudolfs' small `Storage` trait with its wrappers.
 """
 
 from __future__ import annotations
 
+import errno
 import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, BinaryIO, Protocol
+
+from lfs_server.times import rfc3339
 
 _OID_RE = re.compile(r"[0-9a-f]{64}")
+# This server's transfer endpoints; a path ending in / takes the oid.
+OWN_PATHS = {"upload": "/.lfs/upload/", "verify": "/.lfs/verify", "download": "/.lfs/download/"}
 # What a client hears when the store has no room for an object.
 INSUFFICIENT_STORAGE = "insufficient storage on the server: the disk is full"
+
+Action = dict[str, Any]
 
 
 def is_valid_oid(oid: object) -> bool:
@@ -35,21 +49,131 @@ class CommitError(Exception):
         self.reason = reason
 
 
+def storage_failure(exc: OSError) -> CommitError:
+    """What the client hears of a failed write: 507 for a full disk or quota, else 500.
+
+    The cause (errno, paths) belongs in the server log, never in the answer.
+    """
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return CommitError(507, "insufficient storage on the server")
+    return CommitError(500, "could not store the object")
+
+
+class Links:
+    """The hrefs of one batch answer, all expiring together.
+
+    `ours` is an action on this server (`/.lfs/upload/<oid>`, `/.lfs/verify`,
+    `/.lfs/download/<oid>`) carrying a signed Bearer token; `external` wraps
+    a backend's own URL (a presigned bucket URL) with its headers.
+    """
+
+    def __init__(
+        self, base_url: str, sign: Callable[[str, str, int], str], ttl: int, expires_at: int
+    ) -> None:
+        self.base_url = base_url
+        self.sign = sign
+        self.ttl = ttl
+        self.expires_at = expires_at
+        self.expires_at_text = rfc3339(expires_at)
+
+    def href(self, op: str, oid: str) -> str:
+        path = OWN_PATHS[op]
+        return f"{self.base_url}{path}{oid}" if path.endswith("/") else f"{self.base_url}{path}"
+
+    def ours(self, op: str, oid: str, size: int) -> Action:
+        header = {"Authorization": f"Bearer {self.sign(op, oid, size)}"}
+        return self.external(self.href(op, oid), header)
+
+    def external(self, href: str, header: dict[str, str]) -> Action:
+        return {
+            "href": href,
+            "header": header,
+            "expires_in": self.ttl,
+            "expires_at": self.expires_at_text,
+        }
+
+
+def upload_through_server(links: Links, oid: str, size: int) -> dict[str, Action]:
+    """The body goes to nginx, which the server verifies before the store takes it."""
+    return {"upload": links.ours("upload", oid, size), "verify": links.ours("verify", oid, size)}
+
+
+@dataclass(frozen=True)
+class VerifiedUpload:
+    """An upload whose size and SHA-256 match its oid, open and fsynced.
+
+    `file` is the descriptor that was checked: a backend stores those bytes
+    (the local store links that very inode), never whatever `path` names now.
+    Its position is where the check left it (the end): read from offset 0.
+    """
+
+    oid: str
+    size: int
+    path: Path
+    file: BinaryIO
+
+
+@dataclass(frozen=True)
+class StoredItem:
+    """One thing found in the store by `scan()`.
+
+    `key` says where it is (a path under the store's root, a bucket key);
+    `oid` is the oid its place names, or None when it does not belong there
+    (`unexpected` then says why). `version` tells whether it was replaced
+    since the scan (the local store: device and inode).
+    """
+
+    key: str
+    oid: str | None
+    size: int
+    unexpected: str = ""
+    version: str = ""
+
+
 class ObjectStore(Protocol):
-    def size(self, repo: str, oid: str) -> int | None:
-        """Size of a stored object, or None when the repository lacks it."""
+    """A backend: objects by oid, written once, never changed."""
 
-    def commit(self, repo: str, oid: str, size: int, upload: Path) -> bool:
-        """Check an uploaded temp file and make it the object, atomically.
+    # True when downloads go through this server's own /.lfs/download href:
+    # the batch then writes those answers out as text (its hot path).
+    downloads_through_server: bool
 
-        Raises CommitError when the size or hash is wrong or storage fails;
-        the object is then not visible. Committing an oid that already exists
-        succeeds without change (first verified writer wins). True when this
-        call stored the object, False when it already existed.
+    def upload_actions(self, links: Links, oid: str, size: int) -> dict[str, Action]:
+        """The actions a batch answer offers to upload `oid` (upload and verify)."""
+
+    def download_action(self, links: Links, oid: str, size: int) -> Action:
+        """The action a batch answer offers to download `oid`."""
+
+    def put(self, upload: VerifiedUpload) -> bool:
+        """Make a verified upload the object `upload.oid`, durably and atomically.
+
+        Returns only once the object is durable (the index row follows).
+        Storing an oid that exists already succeeds without change (first
+        writer wins). True when this call stored it, False when it existed.
+        Raises CommitError (the cause logged) when the backend fails.
         """
 
-    def internal_uri(self, repo: str, oid: str) -> str:
-        """The internal nginx URI that serves the object's bytes."""
+    def internal_uri(self, oid: str) -> str:
+        """Where nginx fetches the object's bytes from (the X-Accel-Redirect target)."""
+
+    def size(self, oid: str) -> int | None:
+        """Size of the stored object, or None. Never asked per object of a batch."""
+
+    def scan(self) -> Iterator[StoredItem]:
+        """Everything in the store; objects (oid not None) in ascending oid order."""
+
+    def hash_object(self, item: StoredItem, on_bytes: Callable[[int], None]) -> str:
+        """SHA-256 (hex) of a scanned object's bytes, calling `on_bytes` as they are read.
+
+        Raises FileNotFoundError when it is gone, another OSError when it
+        cannot be read.
+        """
+
+    def quarantine(self, item: StoredItem, stamp: str) -> str:
+        """Move a scanned item aside, never deleting a byte; says where it went.
+
+        Raises OSError when it cannot, also when the item was replaced since
+        the scan (its `version` changed).
+        """
 
     def health(self) -> dict[str, str]:
         """Checks by name, each "ok" or a short reason; they must write nothing."""

@@ -1,8 +1,10 @@
 """Objects on the local filesystem, served by nginx.
 
-Layout: objects/<repo>.git/<oid[:2]>/<oid[2:4]>/<oid>. Repository roots end
-in `.git` and fan-out folders and object files never contain a dot, so one
-repository's files can never be another repository's folder.
+Layout: objects/<oid[:2]>/<oid[2:4]>/<oid>, one file per oid whichever
+repositories may see it (the object index says which). A verified upload
+is hard-linked into place from nginx's temp file on the same filesystem,
+so an object is visible only complete; the link, and every folder made for
+it, are fsynced before the upload is acknowledged.
 """
 
 from __future__ import annotations
@@ -11,53 +13,97 @@ import errno
 import hashlib
 import logging
 import os
+import shutil
+import stat
 import tempfile
-import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 from lfs_server.durable import fsync_dir, fsync_new_dirs, make_dirs
-from lfs_server.prehash import ask_digest, ping
-from lfs_server.store.base import CommitError, is_valid_oid
+from lfs_server.store.base import (
+    Action,
+    Links,
+    StoredItem,
+    VerifiedUpload,
+    is_valid_oid,
+    storage_failure,
+    upload_through_server,
+)
 
 INTERNAL_PREFIX = "/.lfs-internal/objects/"
 # Kept free for what else lives on the data filesystem: fan-out folders,
 # the database and its WAL. Uploads that would eat into it are refused (507).
 RESERVED_BYTES = 1 << 20
+CHUNK = 1 << 20
+_HEX = frozenset("0123456789abcdef")
 
 log = logging.getLogger(__name__)
 
 
+def is_fanout(name: str) -> bool:
+    return len(name) == 2 and set(name) <= _HEX
+
+
+def relative_path(oid: str) -> str:
+    """Where `oid` lives under objects/; ValueError for anything but a valid oid."""
+    if not is_valid_oid(oid):
+        raise ValueError("invalid oid")
+    return f"{oid[:2]}/{oid[2:4]}/{oid}"
+
+
 class LocalStore:
-    def __init__(self, root: Path, upload_tmp_dir: Path, prehash_socket: str | None = None) -> None:
+    downloads_through_server = True
+
+    def __init__(self, root: Path, upload_tmp_dir: Path, quarantine_dir: Path | None = None):
         self.root = root
         self.upload_tmp_dir = upload_tmp_dir
-        self.prehash_socket = prehash_socket
-        self._root = str(root)
+        self.quarantine_dir = quarantine_dir or root.parent / "quarantine"
 
-    def _relative(self, repo: str, oid: str) -> str:
-        if not is_valid_oid(oid):
-            raise ValueError("invalid oid")
-        return f"{repo}.git/{oid[:2]}/{oid[2:4]}/{oid}"
+    def path(self, oid: str) -> Path:
+        return self.root / relative_path(oid)
 
-    def path(self, repo: str, oid: str) -> Path:
-        return self.root / self._relative(repo, oid)
+    def upload_actions(self, links: Links, oid: str, size: int) -> dict[str, Action]:
+        return upload_through_server(links, oid, size)
 
-    def size(self, repo: str, oid: str) -> int | None:
-        # Called for every object of every batch: a plain string stat, no Path.
+    def download_action(self, links: Links, oid: str, size: int) -> Action:
+        return links.ours("download", oid, size)
+
+    def internal_uri(self, oid: str) -> str:
+        return INTERNAL_PREFIX + relative_path(oid)
+
+    def size(self, oid: str) -> int | None:
         try:
-            return os.stat(f"{self._root}/{self._relative(repo, oid)}").st_size
+            return self.path(oid).stat().st_size
         except FileNotFoundError:
             return None
 
-    def internal_uri(self, repo: str, oid: str) -> str:
-        return INTERNAL_PREFIX + self._relative(repo, oid)
+    def put(self, upload: VerifiedUpload) -> bool:
+        final = self.path(upload.oid)
+        try:
+            new_dirs = make_dirs(final.parent)
+            try:
+                link_open_file(upload.file.fileno(), upload.path, final)
+                stored = True
+            except FileExistsError:
+                stored = False  # first writer won; its name may still await its fsync
+            fsync_dir(final.parent)
+            fsync_new_dirs(new_dirs)
+        except OSError as exc:
+            # The client learns only the status; the cause and the paths go
+            # to the server log.
+            log.error(
+                "lfs-server: could not store object %s: %s (%s) on %s",
+                upload.oid,
+                errno.errorcode.get(exc.errno or 0, exc.errno),
+                exc.strerror,
+                " -> ".join(str(name) for name in (exc.filename, exc.filename2) if name)
+                or upload.path,
+            )
+            raise storage_failure(exc) from None
+        return stored
 
     def health(self) -> dict[str, str]:
-        checks = {"store": self._writable()}
-        if self.prehash_socket:
-            checks["prehasher"] = ping(self.prehash_socket)
-        return checks
+        return {"store": self._writable()}
 
     def _writable(self) -> str:
         """Whether uploads can be stored, judged without writing anything.
@@ -88,86 +134,98 @@ class LocalStore:
             return 0  # no inode left: not even an empty object can be stored
         return max(0, info.f_bavail * info.f_frsize - RESERVED_BYTES)
 
-    def commit(self, repo: str, oid: str, size: int, upload: Path) -> bool:
-        final = self.path(repo, oid)
-        if final.exists():
-            return False
-        try:
-            with open(upload, "rb") as src:
-                opened = os.fstat(src.fileno())
-                if opened.st_size != size:
-                    raise CommitError(
-                        422,
-                        f"size mismatch: expected {size} bytes, received {opened.st_size}",
-                        "size",
-                    )
-                if self._digest(src, upload, opened) != oid:
-                    raise CommitError(
-                        422, "SHA-256 of the uploaded data does not match the oid", "sha256"
-                    )
-                new_dirs = make_dirs(final.parent)
-                try:
-                    link_open_file(src.fileno(), upload, final)
-                except FileExistsError:
-                    return False
-            fsync_dir(final.parent)
-            fsync_new_dirs(new_dirs)
-            return True
-        except CommitError:
-            raise
-        except OSError as exc:
-            # The client learns only the status; the cause and the paths go
-            # to the server log.
-            log.error(
-                "lfs-server: could not store object %s of %s: %s (%s) on %s",
-                oid,
-                repo,
-                errno.errorcode.get(exc.errno or 0, exc.errno),
-                exc.strerror,
-                " -> ".join(str(name) for name in (exc.filename, exc.filename2) if name) or upload,
-            )
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise CommitError(507, "insufficient storage on the server") from None
-            raise CommitError(500, "could not store the object") from None
+    # fsck
 
-    def _digest(self, src: BinaryIO, upload: Path, opened: os.stat_result) -> str:
-        """SHA-256 of the upload open as `src`, which is also fsynced when this returns.
+    def scan(self) -> Iterator[StoredItem]:
+        """Every file under objects/ (symlinks not followed), in name order.
 
-        The launcher's Prehasher has usually hashed that very file (the
-        device and inode of `opened`) while nginx wrote it, and started its
-        writeback; otherwise it is hashed here.
+        Names order objects by oid: objects/<aa>/<bb>/<oid> with aa and bb
+        taken from the oid. Anything else is an item that does not belong.
         """
-        if self.prehash_socket:
-            digest = ask_digest(self.prehash_socket, upload, opened)
-            if digest is not None:
-                os.fsync(src.fileno())
-                return digest
-        return _hash_while_flushing(src)
+        for entry in _walk(self.root):
+            key = os.path.relpath(entry.path, self.root)
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # gone meanwhile
+            version = f"{info.st_dev}:{info.st_ino}"
+            parts = key.split("/")
+            if entry.is_symlink():
+                reason = "a symbolic link, not an object file"
+            elif not stat.S_ISREG(info.st_mode):
+                reason = "not a regular file"
+            elif len(parts) != 3 or not (is_fanout(parts[0]) and is_fanout(parts[1])):
+                reason = "unexpected file in the store"
+            elif not is_valid_oid(parts[2]):
+                reason = "unexpected file name"
+            elif parts[2][:2] != parts[0] or parts[2][2:4] != parts[1]:
+                reason = "object in the wrong fan-out folder"
+            else:
+                yield StoredItem(key, parts[2], info.st_size, "", version)
+                continue
+            yield StoredItem(key, None, info.st_size, reason, version)
 
-
-def _hash_while_flushing(src: BinaryIO) -> str:
-    """SHA-256 of an open file, fsyncing it at the same time.
-
-    The hash reads the page cache and the fsync waits on the disk; neither
-    holds the GIL, so together they take about as long as the slower one.
-    """
-    failed: list[OSError] = []
-
-    def flush() -> None:
+    def hash_object(self, item: StoredItem, on_bytes: Callable[[int], None]) -> str:
+        # O_NOFOLLOW and O_NONBLOCK: neither a symlink nor a FIFO planted
+        # under an object's name is followed or hangs the check.
+        fd = os.open(
+            self.root / item.key, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        )
         try:
-            os.fsync(src.fileno())
-        except OSError as exc:
-            failed.append(exc)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise IsADirectoryError(errno.EISDIR, "not a regular file")
+            digest = hashlib.sha256()
+            buffer = bytearray(CHUNK)
+            view = memoryview(buffer)
+            with open(fd, "rb", buffering=0, closefd=False) as src:
+                while count := src.readinto(buffer):
+                    digest.update(view[:count])
+                    on_bytes(count)
+            return digest.hexdigest()
+        finally:
+            os.close(fd)
 
-    flusher = threading.Thread(target=flush, name="fsync")
-    flusher.start()
+    def quarantine(self, item: StoredItem, stamp: str) -> str:
+        path = self.root / item.key
+        now = path.lstat()
+        if item.version and f"{now.st_dev}:{now.st_ino}" != item.version:
+            raise OSError(errno.ESTALE, "replaced while being checked; run fsck again")
+        target = move_aside(path, self.quarantine_dir / os.path.dirname(item.key), stamp)
+        return os.path.relpath(target, self.root.parent)
+
+
+def _walk(folder: Path) -> Iterator[os.DirEntry[str]]:
+    """Every non-directory below `folder` (symlinks not followed), in name order."""
     try:
-        digest = hashlib.file_digest(src, "sha256").hexdigest()
-    finally:
-        flusher.join()
-    if failed:
-        raise failed[0]
-    return digest
+        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            yield from _walk(Path(entry.path))
+        else:
+            yield entry
+
+
+def move_aside(path: Path, target_dir: Path, stamp: str) -> Path:
+    """Move a file to target_dir/<name>.<stamp> (one rename), keeping every byte."""
+    new_dirs = make_dirs(target_dir)
+    target = target_dir / f"{path.name}.{stamp}"
+    serial = 1
+    while os.path.lexists(target):
+        target = target_dir / f"{path.name}.{stamp}-{serial}"
+        serial += 1
+    try:
+        os.rename(path, target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:  # objects/ on another filesystem than quarantine/
+            raise
+        shutil.copy2(path, target, follow_symlinks=False)
+        os.unlink(path)
+    fsync_dir(target_dir)
+    fsync_dir(path.parent)
+    fsync_new_dirs(new_dirs)
+    return target
 
 
 class LinkCheckError(Exception):

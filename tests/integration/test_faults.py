@@ -99,8 +99,10 @@ def assert_store_intact(stack: Stack, checked: dict[Path, str] | None = None) ->
 
 
 def is_stored(stack: Stack, data: bytes, repo: str = REPO) -> bool:
+    """Whether the store holds `data` and the object index lets `repo` see it."""
     oid = sha256(data)
-    return (stack.data_dir / "objects" / f"{repo}.git" / oid[:2] / oid[2:4] / oid).exists()
+    (obj,) = batch_for(stack, repo, "download", data).json()["objects"]
+    return "actions" in obj and (stack.data_dir / "objects" / oid[:2] / oid[2:4] / oid).exists()
 
 
 def upload_tmp_is_empty(stack: Stack) -> bool:

@@ -271,7 +271,7 @@ def test_upload_token_of_repo_a_commits_into_a_only(stack: Stack, world: World) 
     copies = stored_copies(stack, oid)
     assert len(copies) == 1, copies
     relative = copies[0].relative_to(stack.data_dir / "objects").as_posix()
-    assert relative.startswith(f"{REPO_A}.git/"), relative
+    assert relative == f"{oid[:2]}/{oid[2:4]}/{oid}", relative
     item = {"oid": oid, "size": len(data)}
     in_b = only_object(stack.batch(REPO_B, {"operation": "download", "objects": [item]}), stack)
     assert_object_error(in_b, 404)
@@ -428,10 +428,9 @@ def test_encoded_slash_upload_lands_in_the_decoded_repository(stack: Stack, worl
         requests.put(action["href"], data=data, headers=action["header"], timeout=30).status_code
         == 200
     )
-    copies = stored_copies(stack, item["oid"])
-    assert [
-        c.relative_to(stack.data_dir / "objects").as_posix().split("/")[:2] for c in copies
-    ] == [["tok", "c.git"]]
+    assert len(stored_copies(stack, item["oid"])) == 1
+    obj = only_object(stack.batch("tok/c", {"operation": "download", "objects": [item]}), stack)
+    assert "download" in obj["actions"], obj
     assert not [p for p in (stack.data_dir / "objects").rglob("*") if "%" in p.name]
     for repo in (REPO_A, REPO_B):
         obj = only_object(stack.batch(repo, {"operation": "download", "objects": [item]}), stack)

@@ -53,6 +53,7 @@ from pathlib import Path
 
 import pytest
 
+from lfs_server.db import SQLiteDatabase
 from tests.gitclient import GitUser
 from tests.stack import Stack
 from tests.waiting import wait_until
@@ -402,11 +403,15 @@ def test_32_clients_push_and_pull_for_60_seconds(stack: Stack, tmp_path: Path) -
     fsck = stack.cli("fsck")
     fsck_seconds = time.monotonic() - fsck_start
     missing, corrupt = [], []
+    index = SQLiteDatabase(stack.data_dir / "lfs.db")
     for (repo, oid), size in sorted(load.stored.items()):
-        path = stack.data_dir / "objects" / f"{repo}.git" / oid[:2] / oid[2:4] / oid
+        path = stack.data_dir / "objects" / oid[:2] / oid[2:4] / oid
         try:
             data = path.read_bytes()
         except FileNotFoundError:
+            missing.append(f"{repo} {oid}")
+            continue
+        if index.object_sizes(repo, [oid]) != {oid: size}:  # stored, but not for this repository
             missing.append(f"{repo} {oid}")
             continue
         if len(data) != size or hashlib.sha256(data).hexdigest() != oid:

@@ -119,10 +119,9 @@ def test_brute_force_gets_429_but_the_real_user_goes_on(client: FlaskClient) -> 
 
 
 def test_transfer_token_stops_when_the_grant_goes(client: FlaskClient, app: Flask) -> None:
-    store = services(app).store
-    tmp = store.upload_tmp_dir / "t"
+    tmp = services(app).settings.upload_tmp_dir / "t"
     tmp.write_bytes(b"hello")
-    store.commit("team/proj", OID, 5, tmp)
+    services(app).objects.accept("team/proj", OID, 5, tmp)
     body = batch(client, "download", basic("reader", PASSWORD)).get_json()
     action = body["objects"][0]["actions"]["download"]
     path = action["href"].removeprefix("http://127.0.0.1:8080")
@@ -132,10 +131,9 @@ def test_transfer_token_stops_when_the_grant_goes(client: FlaskClient, app: Flas
 
 
 def test_reader_token_cannot_upload(client: FlaskClient, app: Flask) -> None:
-    store = services(app).store
-    tmp = store.upload_tmp_dir / "t"
+    tmp = services(app).settings.upload_tmp_dir / "t"
     tmp.write_bytes(b"hello")
-    store.commit("team/proj", OID, 5, tmp)
+    services(app).objects.accept("team/proj", OID, 5, tmp)
     body = batch(client, "download", basic("reader", PASSWORD)).get_json()
     header = body["objects"][0]["actions"]["download"]["header"]
     response = client.get("/.lfs-internal/upload-auth", headers={**header, "X-LFS-Oid": OID})

@@ -25,10 +25,9 @@ def post(client: FlaskClient, body: Any, url: str = URL, raw: bool = False) -> A
 
 def store_object(app: Flask, data: bytes, repo: str = "team/proj") -> str:
     oid = hashlib.sha256(data).hexdigest()
-    store = services(app).store
-    tmp = store.upload_tmp_dir / "t"
+    tmp = services(app).settings.upload_tmp_dir / "t"
     tmp.write_bytes(data)
-    store.commit(repo, oid, len(data), tmp)
+    services(app).objects.accept(repo, oid, len(data), tmp)
     tmp.unlink()
     return oid
 

@@ -48,10 +48,9 @@ def batch(client: FlaskClient, operation: str, *objects: tuple[str, int]) -> lis
 
 
 def store_object(app: Flask, data: bytes) -> str:
-    store: LocalStore = services(app).store
-    tmp = store.upload_tmp_dir / "t"
+    tmp = services(app).settings.upload_tmp_dir / "t"
     tmp.write_bytes(data)
-    store.commit("team/proj", oid_of(data), len(data), tmp)
+    services(app).objects.accept("team/proj", oid_of(data), len(data), tmp)
     tmp.unlink()
     return oid_of(data)
 

@@ -19,7 +19,7 @@ from lfs_server import settings as settings_module
 from lfs_server.db import SQLiteDatabase
 from lfs_server.durable import make_dirs
 from lfs_server.settings import Settings, SettingsError
-from lfs_server.store import LocalStore
+from lfs_server.store import LocalStore, UploadVerifier
 
 Fsyncs = list[tuple[Path, set[str] | None]]
 
@@ -43,12 +43,13 @@ def durable_names(fsyncs: Fsyncs) -> set[Path]:
     return {path / name for path, names in fsyncs if names is not None for name in names}
 
 
-def commit(store: LocalStore, repo: str, data: bytes, name: str) -> Path:
+def commit(store: LocalStore, data: bytes, name: str) -> Path:
     upload = store.upload_tmp_dir / name
     upload.write_bytes(data)
     oid = hashlib.sha256(data).hexdigest()
-    assert store.commit(repo, oid, len(data), upload) is True
-    return store.path(repo, oid)
+    with UploadVerifier().verified(upload, oid, len(data)) as verified:
+        assert store.put(verified) is True
+    return store.path(oid)
 
 
 def test_commit_makes_every_new_directory_durable_up_to_the_root(
@@ -57,25 +58,30 @@ def test_commit_makes_every_new_directory_durable_up_to_the_root(
     (tmp_path / "tmp").mkdir()
     store = LocalStore(tmp_path / "objects", tmp_path / "tmp")
     store.root.mkdir()
-    final = commit(store, "team/proj", b"first object", "u1")
-    # objects/team, team/proj.git, proj.git/aa, aa/bb and the object itself
+    final = commit(store, b"first object", "u1")
+    # objects/aa, aa/bb and the object itself
     chain = [final, *final.parents]
     new_names = chain[: chain.index(store.root)]
-    assert len(new_names) == 5
+    assert len(new_names) == 3
     assert set(new_names) <= durable_names(fsyncs)
     assert (store.upload_tmp_dir / "u1", None) in fsyncs  # the data too
 
     fsyncs.clear()
-    second = commit(store, "team/proj", b"second object", "u2")
+    second = commit(store, data_in_fanout(final.name[:2]), "u2")
     assert second in durable_names(fsyncs)
     # Only directories that changed are flushed: nothing above a fan-out that existed.
     flushed = {path for path, names in fsyncs if names is not None}
-    assert flushed <= {
-        second.parent,
-        second.parent.parent,
-        second.parent.parent.parent,
-    }
+    assert flushed <= {second.parent, second.parent.parent}
     assert store.root not in flushed
+
+
+def data_in_fanout(prefix: str) -> bytes:
+    """Some data whose oid starts with `prefix`, so it lands in that fan-out folder."""
+    for number in range(100_000):
+        data = b"second object %d" % number
+        if hashlib.sha256(data).hexdigest().startswith(prefix):
+            return data
+    raise AssertionError("no such data")
 
 
 def test_make_dirs_reports_new_directories_top_first(tmp_path: Path) -> None:

@@ -6,18 +6,21 @@ import hashlib
 import io
 import os
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from lfs_server import cli, fsck
-from lfs_server.store import LocalStore
+from lfs_server.db import SQLiteDatabase
+from lfs_server.settings import Settings
+from lfs_server.store import LocalStore, ObjectIndex, StoredItem, UploadVerifier
 
 
 @pytest.fixture
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     data = tmp_path / "data"
     monkeypatch.setenv("LFS_DATA_DIR", str(data))
-    for name in ("LFS_SECRET_KEY", "LFS_ADMIN_USER", "LFS_ADMIN_PASSWORD"):
+    for name in ("LFS_SECRET_KEY", "LFS_ADMIN_USER", "LFS_ADMIN_PASSWORD", "LFS_STORE"):
         monkeypatch.delenv(name, raising=False)
     return data
 
@@ -28,11 +31,16 @@ def store(data_dir: Path) -> LocalStore:
     return LocalStore(data_dir / "objects", data_dir / "tmp" / "uploads")
 
 
-def put(store: LocalStore, repo: str, data: bytes) -> str:
+@pytest.fixture
+def index(store: LocalStore, data_dir: Path) -> ObjectIndex:
+    return ObjectIndex(store, SQLiteDatabase(data_dir / "lfs.db"), UploadVerifier())
+
+
+def put(index: ObjectIndex, repo: str, data: bytes) -> str:
     oid = hashlib.sha256(data).hexdigest()
-    upload = store.upload_tmp_dir / "upload"
+    upload = cast(LocalStore, index.store).upload_tmp_dir / "upload"
     upload.write_bytes(data)
-    store.commit(repo, oid, len(data), upload)
+    index.accept(repo, oid, len(data), upload)
     upload.unlink()
     return oid
 
@@ -51,11 +59,11 @@ def run_fsck(*argv: str) -> int:
     return cli.main(["fsck", *argv])
 
 
-def test_good_store_passes(store: LocalStore, data_dir: Path, capsys: pytest.CaptureFixture[str]):
-    put(store, "team/a", b"one" * 1000)
-    put(store, "team/a", b"two")
-    put(store, "team/b", b"three")
-    put(store, "team/b", b"")
+def test_good_store_passes(index: ObjectIndex, data_dir: Path, capsys: pytest.CaptureFixture[str]):
+    put(index, "team/a", b"one" * 1000)
+    put(index, "team/a", b"two")
+    put(index, "team/b", b"three")
+    put(index, "team/b", b"")
     assert run_fsck() == 0
     out = capsys.readouterr()
     assert "fsck: checked 4 objects, 3008 bytes" in out.out
@@ -71,42 +79,43 @@ def test_empty_store_passes(data_dir: Path, capsys: pytest.CaptureFixture[str]) 
     assert "checked 0 objects, 0 bytes" in capsys.readouterr().out
 
 
-def test_flipped_byte_is_quarantined(
-    store: LocalStore, data_dir: Path, capsys: pytest.CaptureFixture[str]
+def test_flipped_byte_is_quarantined_and_leaves_the_index(
+    store: LocalStore, index: ObjectIndex, data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    good = put(store, "team/a", b"good data")
-    bad = put(store, "team/a", os.urandom(100_000))
-    path = store.path("team/a", bad)
+    good = put(index, "team/a", b"good data")
+    bad = put(index, "team/a", os.urandom(100_000))
+    put(index, "team/b", store.path(bad).read_bytes())  # one file, two repositories
+    path = store.path(bad)
     flip_a_byte(path)
     corrupted = path.read_bytes()
 
     assert run_fsck() == 1
     out = capsys.readouterr().out
-    assert f"corrupted: team/a: objects/team/a.git/{bad[:2]}/{bad[2:4]}/{bad}" in out
-    assert "SHA-256 mismatch" in out
+    assert f"corrupted: team/a, team/b: {bad[:2]}/{bad[2:4]}/{bad}: SHA-256 mismatch" in out
     assert "corrupted: 1; quarantined: 1" in out
-    # Moved aside, every byte kept; the store no longer has it, the rest is untouched.
+    # Moved aside, every byte kept; neither repository sees it now, so the
+    # next push uploads it again. The rest is untouched.
     (moved,) = quarantined(data_dir)
-    assert moved.parent == data_dir / "quarantine" / "team" / "a.git"
+    assert moved.parent == data_dir / "quarantine" / bad[:2] / bad[2:4]
     assert moved.name.startswith(f"{bad}.")
     assert moved.read_bytes() == corrupted
-    assert store.size("team/a", bad) is None
     assert not path.exists()
-    assert store.size("team/a", good) == len(b"good data")
+    assert index.size("team/a", bad) is None and index.size("team/b", bad) is None
+    assert index.size("team/a", good) == len(b"good data")
     # The next run finds a clean store.
     assert run_fsck() == 0
 
 
 def test_unexpected_files_are_quarantined(
-    store: LocalStore, data_dir: Path, capsys: pytest.CaptureFixture[str]
+    store: LocalStore, index: ObjectIndex, data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    oid = put(store, "team/a", b"content")
-    fanout = store.path("team/a", oid).parent
+    oid = put(index, "team/a", b"content")
+    fanout = store.path(oid).parent
     (fanout / "notes.txt").write_text("stray")
-    wrong_place = fanout.parent.parent / "ff" / "ff" / oid
+    wrong_place = store.root / "ff" / "ff" / oid
     wrong_place.parent.mkdir(parents=True)
     wrong_place.write_bytes(b"content")
-    (data_dir / "objects" / "loose").write_text("no repository")
+    (store.root / "loose").write_text("no place")
     link_name = oid[:4] + "e" * 60
     os.symlink("/etc/passwd", fanout / link_name)
 
@@ -120,36 +129,31 @@ def test_unexpected_files_are_quarantined(
     names = {p.name.split(".")[0] for p in quarantined(data_dir)}
     assert names == {"notes", oid, "loose", link_name}
     assert [p.name.split(".")[0] for p in (data_dir / "quarantine").glob("loose.*")] == ["loose"]
-    (link,) = (data_dir / "quarantine" / "team" / "a.git").glob(f"{link_name}.*")
+    (link,) = (data_dir / "quarantine" / oid[:2] / oid[2:4]).glob(f"{link_name}.*")
     assert link.is_symlink()  # moved as it was, never followed
-    assert store.size("team/a", oid) == len(b"content")
+    assert index.size("team/a", oid) == len(b"content")
     assert os.path.exists("/etc/passwd")
 
 
-def test_repo_argument_limits_the_scan(
-    store: LocalStore, data_dir: Path, capsys: pytest.CaptureFixture[str]
+def test_repo_argument_checks_only_what_that_repository_sees(
+    store: LocalStore, index: ObjectIndex, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    bad_a = put(store, "team/a", b"object of a")
-    put(store, "team/b", b"object of b")
-    # `team.git/sub` lives inside team's root folder: it is not part of `team`.
-    bad_nested = put(store, "team.git/sub", b"nested repository")
-    put(store, "team", b"object of team")
-    flip_a_byte(store.path("team/a", bad_a))
-    flip_a_byte(store.path("team.git/sub", bad_nested))
+    bad_a = put(index, "team/a", b"object of a")
+    put(index, "team/b", b"object of b")
+    put(index, "team", b"object of team")
+    flip_a_byte(store.path(bad_a))
 
     assert run_fsck("team/b") == 0
     assert "checked 1 objects" in capsys.readouterr().out
     assert run_fsck("team") == 0
     assert "checked 1 objects, 14 bytes" in capsys.readouterr().out
-    assert store.path("team/a", bad_a).exists()
+    assert store.path(bad_a).exists()
 
     assert run_fsck("team/a.git") == 1
     assert "repository team/a; corrupted: 1; quarantined: 1" in capsys.readouterr().out
-    assert store.size("team/a", bad_a) is None
-    assert store.path("team.git/sub", bad_nested).exists()
+    assert store.size(bad_a) is None and index.size("team/a", bad_a) is None
     assert run_fsck("no/such/repo") == 0
-    assert run_fsck() == 1
-    assert store.size("team.git/sub", bad_nested) is None
+    assert run_fsck() == 0
 
 
 @pytest.mark.parametrize("repo", ["../etc", "/abs", "a//b", ".hidden", "a/../b"])
@@ -165,11 +169,11 @@ class FakeTerminal(io.StringIO):
         return True
 
 
-def test_progress_bar_on_a_terminal(store: LocalStore, data_dir: Path) -> None:
-    for index in range(3):
-        put(store, "team/a", os.urandom(3 * fsck.CHUNK + index))
+def test_progress_bar_on_a_terminal(index: ObjectIndex, data_dir: Path) -> None:
+    for number in range(3):
+        put(index, "team/a", os.urandom(3 * (1 << 20) + number))
     terminal, report_out = FakeTerminal(), io.StringIO()
-    report = fsck.check(data_dir, progress_out=terminal, report_out=report_out)
+    report = fsck.check(Settings.from_env(), progress_out=terminal, report_out=report_out)
     assert (report.objects, report.problems) == (3, [])
     shown = terminal.getvalue()
     assert shown.startswith("\rfsck [")
@@ -179,22 +183,23 @@ def test_progress_bar_on_a_terminal(store: LocalStore, data_dir: Path) -> None:
 
 
 def test_a_file_replaced_while_checked_is_not_moved(
-    store: LocalStore, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+    store: LocalStore, index: ObjectIndex, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bad = put(store, "team/a", b"soon corrupted")
-    path = store.path("team/a", bad)
+    bad = put(index, "team/a", b"soon corrupted")
+    path = store.path(bad)
     flip_a_byte(path)
-    real_hash = fsck._hash
+    real_hash = LocalStore.hash_object
 
-    def hash_then_replace(target: Path, progress: fsck.Progress):
-        result = real_hash(target, progress)
-        replacement = target.with_name("replacement")
+    def hash_then_replace(self: LocalStore, item: StoredItem, on_bytes) -> str:
+        digest = real_hash(self, item, on_bytes)
+        replacement = path.with_name("replacement")
         replacement.write_bytes(b"soon corrupted")
-        os.replace(replacement, target)
-        return result
+        os.replace(replacement, path)
+        return digest
 
-    monkeypatch.setattr(fsck, "_hash", hash_then_replace)
-    report = fsck.check(data_dir, progress_out=io.StringIO(), report_out=io.StringIO())
+    monkeypatch.setattr(LocalStore, "hash_object", hash_then_replace)
+    report = fsck.check(Settings.from_env(), progress_out=io.StringIO(), report_out=io.StringIO())
     (problem,) = report.problems
-    assert problem.moved_to is None and "replaced" in problem.move_error
+    assert not problem.moved_to and "replaced" in problem.move_error
     assert path.read_bytes() == b"soon corrupted"
+    assert index.size("team/a", bad) == len(b"soon corrupted")

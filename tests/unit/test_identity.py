@@ -174,10 +174,9 @@ def app(tmp_path: Path) -> Flask:
     add_writer(db, "alice")
     db.add_user("boss", PASSWORD_HASH, is_admin=False)
     db.set_grant("boss", REPO, "admin")
-    store = services(app).store
-    upload = store.upload_tmp_dir / "hello"
+    upload = services(app).settings.upload_tmp_dir / "hello"
     upload.write_bytes(DATA)
-    store.commit(REPO, OID, len(DATA), upload)
+    services(app).objects.accept(REPO, OID, len(DATA), upload)
     return app
 
 

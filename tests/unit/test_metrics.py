@@ -136,7 +136,6 @@ def test_requests_are_counted_by_endpoint_and_status(tmp_path: Path) -> None:
 
 def test_verify_failures_and_commits_are_counted(tmp_path: Path) -> None:
     app = make_app(tmp_path, LFS_ANONYMOUS="write")
-    store = services(app).store
     tmp_dir = app.config["LFS_SETTINGS"].upload_tmp_dir
     data = b"hello metrics"
     oid = hashlib.sha256(data).hexdigest()
@@ -163,7 +162,7 @@ def test_verify_failures_and_commits_are_counted(tmp_path: Path) -> None:
     assert commit(data[:-1], len(data)) == 422
     assert commit(data, len(data)) == 200
     assert commit(data, len(data)) == 200  # already stored: accepted, not stored again
-    assert store.size("t/r", oid) == len(data)
+    assert services(app).objects.size("t/r", oid) == len(data)
     assert sample("lfs_upload_verify_failures_total", reason="sha256") == sha + 1
     assert sample("lfs_upload_verify_failures_total", reason="size") == size + 1
     assert sample("lfs_objects_stored_total") == stored + 1

@@ -12,8 +12,15 @@ from typing import BinaryIO
 import pytest
 
 from lfs_server.prehash import Prehasher, ask_digest, ping
-from lfs_server.store import LocalStore
+from lfs_server.store import CommitError, LocalStore, UploadVerifier
 from lfs_server.store import local as local_store
+from lfs_server.store import verify as verify_module
+
+
+def put(verifier: UploadVerifier, store: LocalStore, oid: str, size: int, upload: Path) -> bool:
+    """What the object index does with an upload: verify it, then put it in the store."""
+    with verifier.verified(upload, oid, size) as verified:
+        return store.put(verified)
 
 
 @pytest.fixture
@@ -108,7 +115,8 @@ def test_forgets_removed_and_replaced_files(prehasher: Prehasher) -> None:
 def test_store_uses_the_prehash_and_still_checks_it(
     prehasher: Prehasher, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = LocalStore(tmp_path / "objects", prehasher.upload_dir, str(prehasher.socket_path))
+    store = LocalStore(tmp_path / "objects", prehasher.upload_dir)
+    verifier = UploadVerifier(str(prehasher.socket_path))
     data = os.urandom(100_000)
     oid = hashlib.sha256(data).hexdigest()
     upload = prehasher.upload_dir / "0000000004"
@@ -118,22 +126,23 @@ def test_store_uses_the_prehash_and_still_checks_it(
     def no_local_hashing(src: object) -> str:
         raise AssertionError("hashed again although the Prehasher had the digest")
 
-    monkeypatch.setattr(local_store, "_hash_while_flushing", no_local_hashing)
+    monkeypatch.setattr(verify_module, "_hash_while_flushing", no_local_hashing)
     wrong = "0" * 64
-    with pytest.raises(local_store.CommitError):
-        store.commit("team/proj", wrong, len(data), upload)
-    assert store.commit("team/proj", oid, len(data), upload) is True
-    assert store.path("team/proj", oid).read_bytes() == data
+    with pytest.raises(CommitError):
+        put(verifier, store, wrong, len(data), upload)
+    assert put(verifier, store, oid, len(data), upload) is True
+    assert store.path(oid).read_bytes() == data
 
 
 def test_store_hashes_itself_without_a_prehasher(tmp_path: Path) -> None:
     uploads = tmp_path / "uploads"
     uploads.mkdir()
-    store = LocalStore(tmp_path / "objects", uploads, str(tmp_path / "missing.sock"))
+    store = LocalStore(tmp_path / "objects", uploads)
+    verifier = UploadVerifier(str(tmp_path / "missing.sock"))
     upload = uploads / "0000000005"
     upload.write_bytes(b"hello")
     oid = hashlib.sha256(b"hello").hexdigest()
-    assert store.commit("r", oid, 5, upload) is True
+    assert put(verifier, store, oid, 5, upload) is True
 
 
 # ---------------------------------------------------------------- the digest is tied to a file
@@ -169,24 +178,26 @@ def test_the_store_links_the_file_it_checked_not_what_the_name_holds_later(
     upload.write_bytes(good)
     if checked_file_keeps_a_name:
         os.link(upload, uploads / "another-name")
-    real_digest = LocalStore._digest
+    real_digest = UploadVerifier._digest
 
-    def digest_then_swap(self: LocalStore, src: BinaryIO, path: Path, info: os.stat_result) -> str:
+    def digest_then_swap(
+        self: UploadVerifier, src: BinaryIO, path: Path, info: os.stat_result
+    ) -> str:
         digest = real_digest(self, src, path, info)
         evil = uploads / "evil"
         evil.write_bytes(os.urandom(5000))
         os.rename(evil, path)  # swapped in after the check, before the link
         return digest
 
-    monkeypatch.setattr(LocalStore, "_digest", digest_then_swap)
+    monkeypatch.setattr(UploadVerifier, "_digest", digest_then_swap)
     if checked_file_keeps_a_name:  # the checked file is linked, from the open descriptor
-        assert store.commit("r", oid, len(good), upload) is True
-        assert store.path("r", oid).read_bytes() == good
+        assert put(UploadVerifier(), store, oid, len(good), upload) is True
+        assert store.path(oid).read_bytes() == good
     else:  # it has no name left to link: refused, and the swapped-in file is never stored
-        with pytest.raises(local_store.CommitError) as caught:
-            store.commit("r", oid, len(good), upload)
+        with pytest.raises(CommitError) as caught:
+            put(UploadVerifier(), store, oid, len(good), upload)
         assert caught.value.status == 500
-        assert store.size("r", oid) is None
+        assert store.size(oid) is None
 
 
 def test_a_failed_link_names_the_real_paths(tmp_path: Path) -> None:
@@ -220,25 +231,27 @@ def test_without_proc_the_name_is_linked_only_while_it_names_the_open_file(
     oid = hashlib.sha256(data).hexdigest()
     upload = uploads / "0000000008"
     upload.write_bytes(data)
-    assert store.commit("r", oid, len(data), upload) is True
-    assert store.path("r", oid).read_bytes() == data
+    assert put(UploadVerifier(), store, oid, len(data), upload) is True
+    assert store.path(oid).read_bytes() == data
 
     swapped = uploads / "0000000009"
     swapped.write_bytes(b"checked")
     checked_oid = hashlib.sha256(b"checked").hexdigest()
-    real_digest = LocalStore._digest
+    real_digest = UploadVerifier._digest
 
-    def digest_then_swap(self: LocalStore, src: BinaryIO, path: Path, info: os.stat_result) -> str:
+    def digest_then_swap(
+        self: UploadVerifier, src: BinaryIO, path: Path, info: os.stat_result
+    ) -> str:
         digest = real_digest(self, src, path, info)
         (uploads / "evil").write_bytes(b"evil!!!")
         os.rename(uploads / "evil", path)
         return digest
 
-    monkeypatch.setattr(LocalStore, "_digest", digest_then_swap)
-    with pytest.raises(local_store.CommitError) as caught:
-        store.commit("r", checked_oid, 7, swapped)
+    monkeypatch.setattr(UploadVerifier, "_digest", digest_then_swap)
+    with pytest.raises(CommitError) as caught:
+        put(UploadVerifier(), store, checked_oid, 7, swapped)
     assert caught.value.status == 500
-    assert store.size("r", checked_oid) is None
+    assert store.size(checked_oid) is None
 
 
 # ---------------------------------------------------------------- a thread dies
@@ -253,13 +266,13 @@ def running(hasher: Prehasher) -> Iterator[Prehasher]:
         hasher.stop()
 
 
-def commit_quickly(store: LocalStore, name: str) -> float:
-    """Commit a new upload (hashed by the store itself); the seconds it took."""
+def commit_quickly(verifier: UploadVerifier, store: LocalStore, name: str) -> float:
+    """Commit a new upload (hashed by the app itself); the seconds it took."""
     data = os.urandom(200_000)
     upload = store.upload_tmp_dir / name
     upload.write_bytes(data)
     begun = time.monotonic()
-    assert store.commit("r", hashlib.sha256(data).hexdigest(), len(data), upload) is True
+    assert put(verifier, store, hashlib.sha256(data).hexdigest(), len(data), upload) is True
     return time.monotonic() - begun
 
 
@@ -287,15 +300,18 @@ def test_a_dead_follow_loop_is_reported_and_uploads_still_commit(
         assert hasher._files == {}  # what it followed is closed, not kept open
         assert ping(str(hasher.socket_path)) == "follow loop stopped"
         assert "the Prehasher's follow loop died" in capfd.readouterr().err
-        store = LocalStore(tmp_path / "objects", uploads, str(hasher.socket_path))
+        store = LocalStore(tmp_path / "objects", uploads)
+        verifier = UploadVerifier(str(hasher.socket_path))
         hashed_here = []
-        real_hash = local_store._hash_while_flushing
+        real_hash = verify_module._hash_while_flushing
         monkeypatch.setattr(
-            local_store, "_hash_while_flushing", lambda src: hashed_here.append(1) or real_hash(src)
+            verify_module,
+            "_hash_while_flushing",
+            lambda src: hashed_here.append(1) or real_hash(src),
         )
-        assert commit_quickly(store, "0000000011") < 5  # far below CLIENT_TIMEOUT
+        assert commit_quickly(verifier, store, "0000000011") < 5  # far below CLIENT_TIMEOUT
         assert hashed_here == [1]
-        assert store.health() == {"store": "ok", "prehasher": "follow loop stopped"}
+        assert verifier.health() == {"prehasher": "follow loop stopped"}
 
 
 class FailingListener(socket.socket):
@@ -311,9 +327,10 @@ def test_a_dead_accept_loop_closes_the_socket_so_uploads_do_not_wait(tmp_path: P
     with running(hasher):
         assert hasher._threads["accept"].join(5) is None and not hasher.alive()["accept"]
         assert ping(str(hasher.socket_path)) == "not answering"
-        store = LocalStore(tmp_path / "objects", uploads, str(hasher.socket_path))
-        assert commit_quickly(store, "0000000012") < 5
-        assert store.health()["prehasher"] == "not answering"
+        store = LocalStore(tmp_path / "objects", uploads)
+        verifier = UploadVerifier(str(hasher.socket_path))
+        assert commit_quickly(verifier, store, "0000000012") < 5
+        assert verifier.health()["prehasher"] == "not answering"
 
 
 def test_a_running_prehasher_answers_ping(prehasher: Prehasher) -> None:

@@ -87,11 +87,11 @@ def test_a_failed_commit_is_logged_with_its_errno_and_paths_but_answers_plainly(
         assert response.get_json()["message"] == "could not store the object"
     (record,) = [r for r in caplog.records if r.name == "lfs_server.store.local"]
     logged = record.getMessage()
-    assert name in logged and OID in logged and "team/proj" in logged, logged
+    assert name in logged and OID in logged, logged
     assert f"{data_dir}/tmp/uploads/0000000007" in logged, logged
-    assert f"{data_dir}/objects/team/proj.git/{OID[:2]}/{OID[2:4]}/{OID}" in logged, logged
-    store: LocalStore = services(app).store
-    assert store.size("team/proj", OID) is None
+    assert f"{data_dir}/objects/{OID[:2]}/{OID[2:4]}/{OID}" in logged, logged
+    assert services(app).store.size(OID) is None
+    assert services(app).objects.size("team/proj", OID) is None
 
 
 def test_a_refused_upload_is_not_logged_as_a_storage_failure(
@@ -101,7 +101,7 @@ def test_a_refused_upload_is_not_logged_as_a_storage_failure(
     upload = app.config["LFS_SETTINGS"].upload_tmp_dir / "0000000008"
     upload.write_bytes(DATA[::-1])
     headers = {**upload_header(client), "X-LFS-Oid": OID, "X-LFS-Upload-File": str(upload)}
-    with caplog.at_level(logging.ERROR, logger="lfs_server.store.local"):
+    with caplog.at_level(logging.ERROR, logger="lfs_server.store"):
         assert client.post("/.lfs-internal/upload-commit", headers=headers).status_code == 422
     assert caplog.records == []
 
