@@ -244,7 +244,7 @@ def cmd_fsck(args: argparse.Namespace, settings: Settings) -> int:
 
     repo = None if args.repo is None else repo_argument(args.repo)
     report = fsck.check(settings, repo)
-    return 1 if report.problems else 0
+    return 1 if report.failed else 0
 
 
 def seconds(text: str) -> float:
@@ -330,8 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     fsck = add(
         "fsck",
         cmd_fsck,
-        "re-hash stored objects and move corrupted ones to LFS_DATA_DIR/quarantine "
-        "(exit 1 when any was corrupted); safe while the server runs",
+        "re-hash stored objects, move corrupted ones to LFS_DATA_DIR/quarantine and "
+        "reconcile the store with the object index (exit 1 when anything was corrupted "
+        "or missing); safe while the server runs",
     )
     fsck.add_argument("repo", nargs="?", help="check only this repository (default: all)")
 

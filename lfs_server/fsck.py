@@ -1,15 +1,28 @@
-"""`lfs-server fsck [REPO]`: re-hash stored objects, quarantine the bad ones.
+"""`lfs-server fsck [REPO]`: re-hash stored objects and reconcile the store
+with the object index, both ways.
 
 It works from the store interface (store.base.ObjectStore): the store lists
-what it holds, hashes an object and moves an item aside. Objects are
-immutable once stored, so this runs safely beside a live server. A
-corrupted object (its SHA-256 is not its oid, it cannot be read) and
-anything in the store that is not an object where it belongs (an unexpected
-name or place, a symlink) is MOVED to quarantine, never deleted (the local
-store: one rename to quarantine/<folder>/<name>.<UTC timestamp>), and a
-quarantined object's index rows are dropped: the store no longer has it,
-so the next push of that oid uploads a good copy. With REPO only the
-objects the index names for that repository are checked.
+what it holds (objects in oid order), hashes an object and moves an item
+aside; the index is read page by page in the same order, so one pass
+compares the two with flat memory. Objects are immutable once stored and a
+row is written only after its object, so this runs safely beside a live
+server.
+
+- A corrupted object (its SHA-256 is not its oid, it cannot be read) and
+  anything in the store that is not an object where it belongs (an
+  unexpected name or place, a symlink) is MOVED to quarantine, never
+  deleted (the local store: one rename to quarantine/<folder>/<name>.<UTC
+  timestamp>); a quarantined object's index rows are dropped, so the next
+  push of that oid uploads a good copy.
+- A row whose object the store lacks is reported and dropped (asked of the
+  store again first: an object stored after the scan passed its place is
+  not missing).
+- An object no row names (an upload cut short between storing and
+  indexing, a database restored from an older backup) is reported and
+  kept; the next push of that oid indexes it.
+
+With REPO only the objects the index names for that repository are checked.
+Exit code 1 when something was corrupted or missing.
 """
 
 from __future__ import annotations
@@ -31,6 +44,15 @@ from lfs_server.upgrade import upgrade_store
 PAGE = 1000
 
 
+@dataclass(frozen=True)
+class Indexed:
+    """An oid of the index, its size and the repositories that may see it."""
+
+    oid: str
+    size: int
+    repos: list[str]
+
+
 @dataclass
 class Problem:
     item: StoredItem
@@ -46,26 +68,33 @@ class Report:
     bytes: int = 0
     repos: set[str] = field(default_factory=set)
     problems: list[Problem] = field(default_factory=list)
+    missing: list[Indexed] = field(default_factory=list)
+    unindexed: list[StoredItem] = field(default_factory=list)
 
     @property
     def quarantined(self) -> int:
         return sum(1 for problem in self.problems if problem.moved_to)
 
+    @property
+    def failed(self) -> bool:
+        """Something was corrupted or lost (an object no row names is neither)."""
+        return bool(self.problems or self.missing)
 
-def index_rows(db: Database, repo: str | None = None) -> Iterator[tuple[str, list[str]]]:
-    """(oid, the repositories that may see it) for every indexed oid, in oid order."""
+
+def index_rows(db: Database, repo: str | None = None) -> Iterator[Indexed]:
+    """Every indexed oid (of one repository, or all), in oid order, page by page."""
     after = ("", "")
-    oid, repos = "", []
+    current: Indexed | None = None
     while rows := db.list_objects(repo=repo, after=after, limit=PAGE):
         for row in rows:
-            if row.oid != oid:
-                if repos:
-                    yield oid, repos
-                oid, repos = row.oid, []
-            repos.append(row.repo)
+            if current is None or row.oid != current.oid:
+                if current is not None:
+                    yield current
+                current = Indexed(row.oid, row.size, [])
+            current.repos.append(row.repo)
         after = (rows[-1].oid, rows[-1].repo)
-    if repos:
-        yield oid, repos
+    if current is not None:
+        yield current
 
 
 class Progress:
@@ -124,7 +153,7 @@ def check(
     progress_out: TextIO | None = None,
     report_out: TextIO | None = None,
 ) -> Report:
-    """Re-hash the store (or one repository's objects) and quarantine what is wrong."""
+    """Re-hash the store (or one repository's objects) and reconcile it with the index."""
     progress_out = progress_out or sys.stderr
     upgrade_store(settings, progress_out)  # a store of an older version, never served yet
     store = open_store(settings)
@@ -135,55 +164,111 @@ def check(
 def run(
     store: ObjectStore, db: Database, repo: str | None, progress_out: TextIO, report_out: TextIO
 ) -> Report:
-    holders = dict(index_rows(db))
-    wanted = None if repo is None else {oid for oid, _ in index_rows(db, repo)}
-
-    def chosen() -> Iterator[StoredItem]:
-        for item in store.scan():
-            if wanted is None or item.oid in wanted:
-                yield item
-
-    total_files = total_bytes = 0
-    for item in chosen():
-        total_files += 1
-        if item.oid is not None:
-            total_bytes += item.size
-    progress = Progress(progress_out, total_files, total_bytes)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    report = Report()
+    """One pass over the store and the index side by side, both in oid order."""
+    progress = _progress(store, db, repo, progress_out)
+    check = _Check(store, db, progress, datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
+    rows = index_rows(db, repo)
+    pending = next(rows, None)
     try:
-        for item in chosen():
-            reason = item.unexpected
-            repos = holders.get(item.oid or "", [])
-            if not reason:
-                try:
-                    digest = store.hash_object(item, lambda count: progress.add(nbytes=count))
-                except FileNotFoundError:
-                    continue  # gone meanwhile (an earlier fsck run, say)
-                except OSError as exc:
-                    reason = f"cannot be read ({exc.strerror or exc})"
-                else:
-                    report.objects += 1
-                    report.bytes += item.size
-                    report.repos.update(repos)
-                    if digest != item.oid:
-                        reason = f"SHA-256 mismatch (content hashes to {digest})"
-            progress.add(files=1)
-            if not reason:
+        for item in store.scan():
+            if item.oid is None:
+                if repo is None:
+                    check.problem(item, item.unexpected, [])
                 continue
-            problem = Problem(item, reason, repos)
-            report.problems.append(problem)
-            try:
-                problem.moved_to = store.quarantine(item, stamp)
-            except FileNotFoundError:
-                problem.move_error = "vanished before it could be moved"
-            except OSError as exc:
-                problem.move_error = str(exc.strerror or exc)
-            else:
-                if item.oid is not None and repos:
-                    db.remove_objects(item.oid, repos)
+            while pending is not None and pending.oid < item.oid:
+                check.missing(pending)
+                pending = next(rows, None)
+            named = pending if pending is not None and pending.oid == item.oid else None
+            if named is not None:
+                pending = next(rows, None)
+            elif repo is not None:
+                continue  # not that repository's
+            check.object(item, named)
+        while pending is not None:
+            check.missing(pending)
+            pending = next(rows, None)
     finally:
         progress.close()
+    _print(check.report, repo, report_out)
+    return check.report
+
+
+def _progress(store: ObjectStore, db: Database, repo: str | None, out: TextIO) -> Progress:
+    files = size = 0
+    if repo is None:
+        for item in store.scan():
+            files += 1
+            size += item.size if item.oid is not None else 0
+    else:
+        for indexed in index_rows(db, repo):
+            files += 1
+            size += indexed.size
+    return Progress(out, files, size)
+
+
+class _Check:
+    def __init__(self, store: ObjectStore, db: Database, progress: Progress, stamp: str) -> None:
+        self.store = store
+        self.db = db
+        self.progress = progress
+        self.stamp = stamp
+        self.report = Report()
+
+    def object(self, item: StoredItem, named: Indexed | None) -> None:
+        """Re-hash one object; quarantine it when it is not what its oid says."""
+        assert item.oid is not None
+        repos = named.repos if named is not None else []
+        try:
+            digest = self.store.hash_object(item, lambda count: self.progress.add(nbytes=count))
+        except FileNotFoundError:  # gone meanwhile (an earlier fsck run, say)
+            if named is not None:
+                self.missing(named)
+            return
+        except OSError as exc:
+            self.problem(item, f"cannot be read ({exc.strerror or exc})", repos)
+            return
+        self.report.objects += 1
+        self.report.bytes += item.size
+        self.report.repos.update(repos)
+        if digest != item.oid:
+            self.problem(item, f"SHA-256 mismatch (content hashes to {digest})", repos)
+            return
+        self.progress.add(files=1)
+        if named is None and not _indexed_anywhere(self.db, item.oid):
+            self.report.unindexed.append(item)
+
+    def problem(self, item: StoredItem, reason: str, repos: list[str]) -> None:
+        """Move it aside; a quarantined object's index rows go with it."""
+        self.progress.add(files=1)
+        problem = Problem(item, reason, repos)
+        self.report.problems.append(problem)
+        try:
+            problem.moved_to = self.store.quarantine(item, self.stamp)
+        except FileNotFoundError:
+            problem.move_error = "vanished before it could be moved"
+        except OSError as exc:
+            problem.move_error = str(exc.strerror or exc)
+        else:
+            if item.oid is not None and repos:
+                self.db.remove_objects(item.oid, repos)
+
+    def missing(self, indexed: Indexed) -> None:
+        """Rows whose object the store lacks: reported and dropped, unless it
+        was stored after the scan went past it (a row follows its object)."""
+        self.progress.add(files=1)
+        if self.store.size(indexed.oid) is not None:
+            return
+        self.db.remove_objects(indexed.oid, indexed.repos)
+        self.report.missing.append(indexed)
+
+
+def _indexed_anywhere(db: Database, oid: str) -> bool:
+    """Whether some repository's row names `oid` now (rows are ordered by oid, then repo)."""
+    rows = db.list_objects(after=(oid, ""), limit=1)
+    return bool(rows) and rows[0].oid == oid
+
+
+def _print(report: Report, repo: str | None, out: TextIO) -> None:
     for problem in report.problems:
         where = ", ".join(problem.repos) or "(no repository)"
         outcome = (
@@ -191,17 +276,28 @@ def run(
             if problem.moved_to
             else f"NOT moved: {problem.move_error}"
         )
+        print(f"corrupted: {where}: {problem.item.key}: {problem.reason}; {outcome}", file=out)
+    for indexed in report.missing:
         print(
-            f"corrupted: {where}: {problem.item.key}: {problem.reason}; {outcome}",
-            file=report_out,
+            f"missing: {', '.join(indexed.repos)}: {indexed.oid} ({indexed.size} bytes): "
+            "in the object index, not in the store; dropped from the index "
+            "(the next push of it uploads it again)",
+            file=out,
+        )
+    for item in report.unindexed:
+        print(
+            f"not indexed: {item.key} ({item.size} bytes): no repository may see it; kept "
+            "(an upload cut short after storing it leaves one; the next push of it "
+            "indexes it)",
+            file=out,
         )
     count = len(report.repos)
     scope = f"repository {repo}" if repo else f"{count} repositor{'y' if count == 1 else 'ies'}"
     print(
         f"fsck: checked {report.objects} objects, {report.bytes} bytes "
         f"({human_bytes(report.bytes)}) in {scope}; "
-        f"corrupted: {len(report.problems)}; quarantined: {report.quarantined}",
-        file=report_out,
+        f"corrupted: {len(report.problems)}; quarantined: {report.quarantined}; "
+        f"missing: {len(report.missing)}; not indexed: {len(report.unindexed)}",
+        file=out,
         flush=True,
     )
-    return report

@@ -203,3 +203,69 @@ def test_a_file_replaced_while_checked_is_not_moved(
     assert not problem.moved_to and "replaced" in problem.move_error
     assert path.read_bytes() == b"soon corrupted"
     assert index.size("team/a", bad) == len(b"soon corrupted")
+
+
+# ---------------------------------------------------------------- the index and the store
+
+
+def test_a_missing_object_is_reported_and_dropped_from_the_index(
+    store: LocalStore, index: ObjectIndex, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kept = put(index, "team/a", b"still here")
+    lost = put(index, "team/a", b"lost on disk")
+    put(index, "team/b", b"lost on disk")
+    store.path(lost).unlink()
+
+    assert run_fsck() == 1
+    out = capsys.readouterr().out
+    assert f"missing: team/a, team/b: {lost} (12 bytes): in the object index, not in" in out
+    assert "missing: 1; not indexed: 0" in out
+    # No repository is told it has the object any more: the next push uploads it.
+    assert index.size("team/a", lost) is None and index.size("team/b", lost) is None
+    assert index.size("team/a", kept) == len(b"still here")
+    assert run_fsck() == 0
+    assert "missing: 0" in capsys.readouterr().out
+
+
+def test_an_object_no_row_names_is_reported_and_kept(
+    store: LocalStore, index: ObjectIndex, capsys: pytest.CaptureFixture[str]
+) -> None:
+    put(index, "team/a", b"indexed")
+    orphan = put(index, "team/a", b"stored, never indexed")
+    index.db.remove_objects(orphan, ["team/a"])  # as an upload cut short before its row
+
+    assert run_fsck() == 0  # nothing is lost or damaged
+    out = capsys.readouterr().out
+    key = f"{orphan[:2]}/{orphan[2:4]}/{orphan}"
+    assert f"not indexed: {key} (21 bytes): no repository may see it; kept" in out
+    assert "checked 2 objects" in out and "not indexed: 1" in out
+    assert store.path(orphan).read_bytes() == b"stored, never indexed"
+    # A repository's own check does not see what no repository holds.
+    assert run_fsck("team/a") == 0
+    assert "not indexed: 0" in capsys.readouterr().out
+
+
+def test_a_row_whose_object_appeared_after_the_scan_passed_is_not_missing(
+    store: LocalStore, index: ObjectIndex, data_dir: Path
+) -> None:
+    oid = put(index, "team/a", b"stored while fsck ran")
+    check = fsck._Check(store, index.db, fsck.Progress(io.StringIO(), 1, 0), "stamp")
+    check.missing(fsck.Indexed(oid, 21, ["team/a"]))
+    assert check.report.missing == []
+    assert index.size("team/a", oid) == 21
+
+
+def test_the_index_is_read_in_pages_alongside_the_store(
+    store: LocalStore, index: ObjectIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fsck, "PAGE", 2)
+    oids = sorted(put(index, f"team/r{n % 3}", b"object %d" % n) for n in range(7))
+    for oid in oids[:3]:
+        put(index, "team/shared", store.path(oid).read_bytes())
+    store.path(oids[4]).unlink()
+    indexed = list(fsck.index_rows(index.db))
+    assert [entry.oid for entry in indexed] == oids
+    assert all("team/shared" in entry.repos for entry in indexed[:3])
+    report = fsck.check(Settings.from_env(), progress_out=io.StringIO(), report_out=io.StringIO())
+    assert [entry.oid for entry in report.missing] == [oids[4]]
+    assert (report.objects, report.unindexed, report.problems) == (6, [], [])
