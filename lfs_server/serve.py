@@ -419,6 +419,11 @@ def run_upgrade(settings: Settings, user: RunAs | None) -> None:
     if user is None:
         upgrade()
         return
+    data = ("LFS_DATA_DIR", settings.data_dir, os.R_OK | os.W_OK | os.X_OK)
+    try:
+        privileges.check_reach(user, [data])
+    except PrivilegeError as exc:
+        raise LaunchError(str(exc)) from None
     pid = os.fork()
     if pid == 0:
         status = 2

@@ -10,6 +10,7 @@ behind, and finish an upgrade that an earlier start left half done.
 from __future__ import annotations
 
 import os
+import pwd
 import subprocess
 from pathlib import Path
 
@@ -79,7 +80,16 @@ def write_with_the_old_server(
 
 
 def half_upgraded(data_dir: Path) -> None:
-    """What an upgrade killed part way leaves: each step boundary once."""
+    """What an upgrade killed part way leaves: each step boundary once.
+
+    Started as root, the new server gives the data dir to its user before it
+    upgrades, so a cut-short upgrade left files of that user's.
+    """
+    if os.geteuid() == 0:
+        owner = pwd.getpwnam(os.environ.get("LFS_USER", "").strip() or "lfs")
+        for folder, _, files in os.walk(data_dir):
+            for path in (folder, *(os.path.join(folder, name) for name in files)):
+                os.chown(path, owner.pw_uid, owner.pw_gid, follow_symlinks=False)
     db = SQLiteDatabase(data_dir / "lfs.db")  # the new schema, as the killed start made it
     linked = ("team/a", PUSHED["team/a"][0])  # step 1 done: linked to the new name
     indexed = ("team/a", PUSHED["team/a"][1])  # steps 1 to 3: also indexed
