@@ -2,10 +2,11 @@
 
 The upload check must read the whole temp file once nginx has received it:
 about 0.7 s per GiB of SHA-256, before the client gets its answer. The
-launcher runs a Prehasher instead: a thread that follows every temp file in
-LFS_DATA_DIR/tmp/uploads as it grows, feeds the new bytes to SHA-256 and
-starts their writeback to disk, so that by the time nginx hands the finished
-file to the app, little is left to hash or to fsync.
+launcher runs a Prehasher instead (its own process, see prehash_process.py):
+a thread that follows every temp file in LFS_DATA_DIR/tmp/uploads as it
+grows, feeds the new bytes to SHA-256 and starts their writeback to disk, so
+that by the time nginx hands the finished file to the app, little is left to
+hash or to fsync.
 
 The app asks for a digest over a unix socket in the launcher's private run
 dir (one JSON line each way). The answer is only an optimisation: the store

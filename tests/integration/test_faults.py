@@ -71,7 +71,7 @@ def holds_upload(pid: int, upload_dir: Path) -> bool:
     for fd in fds:
         with suppress(OSError):
             target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            if target.startswith(prefix) and not target.startswith(f"{prefix}healthz-"):
+            if target.startswith(prefix):
                 return True
     return False
 
@@ -106,7 +106,7 @@ def is_stored(stack: Stack, data: bytes, repo: str = REPO) -> bool:
 
 
 def upload_tmp_is_empty(stack: Stack) -> bool:
-    return not [p for p in stack.upload_tmp_files() if not p.name.startswith("healthz-")]
+    return not stack.upload_tmp_files()
 
 
 def random_files(count: int, size: int, tag: str) -> dict[str, bytes]:
