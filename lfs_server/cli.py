@@ -103,11 +103,12 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace, settings: Settings) -> int:
-    from lfs_server.serve import LaunchError, check_data_dir
+    from lfs_server.serve import LaunchError, check_data_dir, check_store
 
     SQLiteDatabase(settings.database_path)
     try:
         check_data_dir(settings)
+        check_store(settings)
     except LaunchError as exc:
         raise CommandError(str(exc)) from None
     print(f"lfs-server: configuration is valid; serving {settings.public_url}")

@@ -11,6 +11,7 @@ from pathlib import Path
 from lfs_server.cpus import available_cpus
 from lfs_server.privileges import RunAs
 from lfs_server.settings import Settings
+from lfs_server.store.s3_nginx import render_s3_nginx
 
 _FIELD_RE = re.compile(r"\{\{([A-Z_]+)\}\}")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
@@ -105,6 +106,17 @@ def realip_directives(settings: Settings) -> str:
     return "\n".join(lines) + "\n"
 
 
+def s3_snippets(settings: Settings) -> tuple[str, str]:
+    """The bucket's upstream and internal download location, with the S3 store only."""
+    if settings.store != "s3":
+        return "", ""
+    try:
+        snippets = render_s3_nginx(settings.s3)
+    except ValueError as exc:
+        raise UnsafeValue(f"LFS_S3_ENDPOINT: {exc}") from None
+    return snippets.http, snippets.server
+
+
 def render(
     settings: Settings, run_dir: Path, socket: Path, access_log: str, run_as: RunAs | None = None
 ) -> str:
@@ -121,6 +133,7 @@ def render(
     listen = escaped(f"{listen_host}:{settings.listen_port}", "LFS_LISTEN", variables=False)
     connections, files = worker_limits()
     data_dir = "LFS_DATA_DIR"
+    s3_http, s3_server = s3_snippets(settings)
     fields = {
         "USER_DIRECTIVE": user,
         "WORKER_PROCESSES": str(available_cpus()),
@@ -136,6 +149,8 @@ def render(
         "REALIP_DIRECTIVES": realip_directives(settings),
         "MAX_OBJECT_SIZE": str(settings.max_object_size),
         "STOP_GRACE": str(settings.stop_grace),
+        "BUCKET_HTTP": s3_http,
+        "BUCKET_SERVER": s3_server,
     }
 
     def field(match: re.Match[str]) -> str:

@@ -28,6 +28,7 @@ from lfs_server.prehash import PREHASH_SOCKET_ENV
 from lfs_server.prehash_process import PREHASH_DIR_ENV
 from lfs_server.privileges import PrivilegeError, RunAs
 from lfs_server.settings import Settings
+from lfs_server.store.factory import store_problem
 from lfs_server.store.local import LinkCheckError, check_hard_links
 from lfs_server.upgrade import upgrade_store
 
@@ -88,10 +89,19 @@ def check_data_dir(settings: Settings) -> None:
     """Create the store's folders; refuse them when uploads cannot be linked into place."""
     for path in (settings.objects_dir, settings.upload_tmp_dir):
         path.mkdir(parents=True, exist_ok=True)
+    if settings.store != "local":
+        return
     try:
         check_hard_links(settings.upload_tmp_dir, settings.objects_dir)
     except LinkCheckError as exc:
         raise LaunchError(f"LFS_DATA_DIR: {exc}") from None
+
+
+def check_store(settings: Settings) -> None:
+    """Refuse to start on a store that cannot take objects, saying in one line why."""
+    problem = store_problem(settings)
+    if problem:
+        raise LaunchError(f"LFS_STORE={settings.store}: {problem}")
 
 
 def sweep_stale_uploads(settings: Settings) -> None:
@@ -446,6 +456,7 @@ def serve(settings: Settings) -> int:
         user = privileges.run_as(settings.user)
         prepare_data_dir(settings, user)
         check_data_dir(settings)
+        check_store(settings)
         run_upgrade(settings, user)
         sweep_stale_uploads(settings)
         return Supervisor(settings, user).run()

@@ -30,7 +30,7 @@ S3_TRANSFER_MODES = ("proxy", "direct")
 # S3's limits on a multipart upload's parts (the last one may be smaller).
 S3_MIN_PART_SIZE = 5 << 20
 S3_MAX_PART_SIZE = 5 << 30
-STORE_KINDS = ("local",)
+STORE_KINDS = ("local", "s3")
 
 # name -> (default shown to people, description). Defaults are applied in
 # Settings.from_env; this table documents them for --help and the README.
@@ -51,7 +51,8 @@ SETTINGS: dict[str, tuple[str, str]] = {
     ),
     "LFS_STORE": (
         "local",
-        "where objects are kept: local (LFS_DATA_DIR/objects, on the same filesystem as uploads)",
+        "where objects are kept: local (LFS_DATA_DIR/objects, on the same filesystem as "
+        "uploads) or s3 (the LFS_S3_BUCKET; credentials from the AWS SDK's chain)",
     ),
     "LFS_TOKEN_TTL": ("3600", "lifetime of signed transfer URLs, seconds (60 .. 604800)"),
     "LFS_MAX_OBJECT_SIZE": ("50G", "largest object accepted, bytes or with K/M/G/T suffix"),

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.stack import Stack
+from tests.stores import LOCAL, S3_DIRECT, BucketView, StoreEnv
 
 # Started as root (as CI runs), the server's processes drop to LFS_USER, which
 # must be able to pass through every folder above a data dir. pytest keeps its
@@ -52,9 +53,39 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 pytest_plugins = ("tests.engines.seaweedfs",)
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A module's `STORES` (tests/stores.py) runs its stack on each of them."""
+    stores = getattr(metafunc.module, "STORES", None)
+    if stores and "store_env" in metafunc.fixturenames:
+        metafunc.parametrize("store_env", stores, indirect=True, scope="module")
+
+
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A real nginx + gunicorn server that anyone may write to."""
-    server = Stack(tmp_path_factory.mktemp("stack"), LFS_ANONYMOUS="write").start()
+def store_env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> StoreEnv:
+    """The settings that put a stack on one store: none for the local disk,
+    a fresh SeaweedFS bucket and the AWS SDK environment for S3."""
+    name = getattr(request, "param", LOCAL)
+    if name == LOCAL:
+        return StoreEnv(name)
+    from tests.engines.seaweedfs import HOST_AWS_VARIABLES, aws_env
+
+    seaweedfs = request.getfixturevalue("seaweedfs")
+    bucket = seaweedfs.new_bucket()
+    env = {
+        **aws_env(tmp_path_factory.mktemp("aws")),
+        "LFS_STORE": "s3",
+        "LFS_S3_BUCKET": bucket,
+        "LFS_S3_ENDPOINT": seaweedfs.endpoint,
+        "LFS_S3_TRANSFER": "direct" if name == S3_DIRECT else "proxy",
+    }
+    return StoreEnv(name, env, BucketView(seaweedfs.client, bucket), unset=HOST_AWS_VARIABLES)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, store_env: StoreEnv) -> Iterator[Stack]:
+    """A real nginx + gunicorn server that anyone may write to, on `store_env`."""
+    server = Stack(
+        tmp_path_factory.mktemp("stack"), store_env, LFS_ANONYMOUS="write", **store_env.env
+    ).start()
     yield server
     server.stop()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import requests
 
+from tests.stores import LOCAL, BucketView, StoreEnv
 from tests.waiting import wait_until
 
 LFS_MEDIA_TYPE = "application/vnd.git-lfs+json"
@@ -26,14 +27,15 @@ def free_port() -> int:
 class Stack:
     """One server on 127.0.0.1 with its own data dir; stopped by its own PID."""
 
-    def __init__(self, root: Path, **env: str) -> None:
+    def __init__(self, root: Path, store: StoreEnv | None = None, **env: str) -> None:
         self.root = root
+        self.store = store or StoreEnv(LOCAL)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = root / "data"
         self.log = root / "server.log"
         self.env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if k not in self.store.unset},
             "LFS_DATA_DIR": str(self.data_dir),
             "LFS_LISTEN": f"127.0.0.1:{self.port}",
             "LFS_WORKERS": "2",
@@ -97,6 +99,11 @@ class Stack:
         return requests.post(
             f"{self.lfs_base(repo)}/objects/batch", json=body, headers=headers, timeout=30, **kwargs
         )
+
+    @property
+    def bucket(self) -> BucketView | None:
+        """The stack's bucket on an S3 store, else None."""
+        return self.store.bucket
 
     def upload_tmp_files(self) -> list[Path]:
         return sorted((self.data_dir / "tmp" / "uploads").glob("*"))

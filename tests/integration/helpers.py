@@ -140,8 +140,11 @@ def download_action(stack: Stack, repo: str, data: bytes, **kwargs: Any) -> dict
     return actions_for(stack, repo, "download", data, **kwargs)["download"]
 
 
-def stored_copies(stack: Stack, oid: str) -> list[Path]:
-    """Every file named `oid` under the object store (any repository)."""
+def stored_copies(stack: Stack, oid: str) -> list[Path] | list[str]:
+    """Every file named `oid` under the object store (any repository), or
+    every key naming it in the stack's bucket."""
+    if stack.bucket is not None:
+        return stack.bucket.keys_named(oid)
     return sorted((stack.data_dir / "objects").rglob(oid))
 
 

@@ -17,6 +17,9 @@ import pytest
 from tests.gitclient import GitUser
 from tests.integration.helpers import access_log, batch_objects, log_size, sha256
 from tests.stack import Stack
+from tests.stores import LOCAL, S3_PROXY
+
+STORES = (LOCAL, S3_PROXY)
 
 REPO = "team/proj"
 MIB = 1 << 20

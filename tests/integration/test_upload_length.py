@@ -20,6 +20,10 @@ from tests.integration.helpers import (
     stored_copies,
 )
 from tests.stack import Stack
+from tests.stores import LOCAL, S3_PROXY
+
+# Upload bodies come through nginx in both.
+STORES = (LOCAL, S3_PROXY)
 
 REPO = "team/length"
 MIB = 1 << 20

@@ -134,3 +134,19 @@ def test_cgroup_v1_cfs_quota_caps_the_cpus(tmp_path: Path, quota: str, expected:
 def test_affinity_limits_without_a_cgroup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cpus.os, "sched_getaffinity", lambda pid: {3})
     assert cpus.available_cpus(tmp_path / "missing", tmp_path) == 1
+
+
+def test_the_bucket_location_is_rendered_only_for_the_s3_store(tmp_path: Path) -> None:
+    local = rendered(tmp_path / "local")
+    assert "/.lfs-internal/s3/" not in local
+    assert "{{" not in local
+    s3 = rendered(
+        tmp_path / "s3",
+        LFS_STORE="s3",
+        LFS_S3_BUCKET="lfs-objects",
+        LFS_S3_ENDPOINT="http://127.0.0.1:9000",
+    )
+    assert "location ^~ /.lfs-internal/s3/ {" in s3
+    assert "server 127.0.0.1:9000;" in s3
+    # Inside the server block, before the catch-all that hides /.lfs-internal/.
+    assert s3.index("/.lfs-internal/s3/") < s3.index("location ^~ /.lfs-internal/ {")

@@ -129,5 +129,5 @@ def test_the_index_is_a_migration_after_the_existing_ones(app: Flask) -> None:
 def test_only_the_local_store_is_known(tmp_path: Path) -> None:
     assert make_settings(tmp_path / "d").store == "local"
     assert make_settings(tmp_path / "d", LFS_STORE=" Local ").store == "local"
-    with pytest.raises(SettingsError, match=r"^LFS_STORE: expected one of local, got 'nfs'$"):
+    with pytest.raises(SettingsError, match=r"^LFS_STORE: expected one of local, s3, got 'nfs'$"):
         make_settings(tmp_path / "d", LFS_STORE="nfs")
