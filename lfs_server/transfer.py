@@ -4,7 +4,8 @@ Upload is two internal calls from nginx: `upload-auth` (auth_request, before
 any body byte is read) and `upload-commit` (after nginx has written the body
 to a temp file, whose path it passes in a header): the upload is verified,
 the store puts it in place, and only then does the object index let the
-token's repository see it. Download and verify look in that index for the
+token's repository see it. With direct S3 transfers the body goes to the
+bucket itself, and `verify` checks and commits it (store.take_direct). Download and verify look in that index for the
 token's repository; a download answers with an X-Accel-Redirect to where
 the store keeps the bytes, so nginx sends them itself (Range included).
 """
@@ -143,7 +144,19 @@ def verify() -> Response:
     grant = check_token("verify", oid if isinstance(oid, str) else None)
     if body.get("size") != grant.size:
         raise LFSError(422, "size does not match the uploaded object")
-    stored = services().objects.size(grant.repo, grant.oid)
+    app = services()
+    stored = app.objects.size(grant.repo, grant.oid)
+    if stored is None and app.store.takes_direct_uploads:
+        # The body went to the bucket itself: only now, checked, does it
+        # become the object and this repository's.
+        token = request.headers["Authorization"].partition(" ")[2].strip()
+        try:
+            newly = app.objects.accept_direct(grant.repo, grant.oid, grant.size, token)
+        except CommitError as exc:
+            metrics.upload_verify_failed(exc.reason)
+            raise LFSError(exc.status, exc.message) from None
+        metrics.upload_accepted(grant.size, newly_stored=newly)
+        stored = grant.size
     if stored is None:
         raise LFSError(404, "object was not stored; upload it again")
     return lfs_json({})

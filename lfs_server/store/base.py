@@ -136,6 +136,9 @@ class ObjectStore(Protocol):
     # True when downloads go through this server's own /.lfs/download href:
     # the batch then writes those answers out as text (its hot path).
     downloads_through_server: bool
+    # True when clients may upload to the backend itself (presigned URLs):
+    # the verify call then checks those bytes and commits them (take_direct).
+    takes_direct_uploads: bool
 
     def upload_actions(self, links: Links, oid: str, size: int) -> dict[str, Action]:
         """The actions a batch answer offers to upload `oid` (upload and verify)."""
@@ -150,6 +153,16 @@ class ObjectStore(Protocol):
         Storing an oid that exists already succeeds without change (first
         writer wins). True when this call stored it, False when it existed.
         Raises CommitError (the cause logged) when the backend fails.
+        """
+
+    def take_direct(self, oid: str, size: int, verify_token: str) -> bool:
+        """Check and commit bytes a client uploaded to the backend itself.
+
+        `verify_token` is the signed verify token of that upload, which
+        names where its bytes went. Returns only once the object is durable
+        under its oid; True when this call stored it, False when it existed.
+        Raises CommitError (404 when nothing was uploaded, 422 when the bytes
+        do not match) and leaves nothing visible.
         """
 
     def internal_uri(self, oid: str) -> str:

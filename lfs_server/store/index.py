@@ -44,6 +44,13 @@ class ObjectIndex:
         self.record(repo, oid, size)
         return stored
 
+    def accept_direct(self, repo: str, oid: str, size: int, verify_token: str) -> bool:
+        """Check and commit an upload the client sent to the backend itself,
+        then let `repo` see it. CommitError when there is none or it does not match."""
+        stored = self.store.take_direct(oid, size, verify_token)
+        self.record(repo, oid, size)
+        return stored
+
     def record(self, repo: str, oid: str, size: int) -> None:
         """Let `repo` see a stored object whose bytes were verified for it."""
         self.db.add_objects([IndexedObject(repo, oid, size, int(time.time()))])

@@ -22,6 +22,7 @@ from pathlib import Path
 from lfs_server.durable import fsync_dir, fsync_new_dirs, make_dirs
 from lfs_server.store.base import (
     Action,
+    CommitError,
     Links,
     StoredItem,
     VerifiedUpload,
@@ -53,6 +54,7 @@ def relative_path(oid: str) -> str:
 
 class LocalStore:
     downloads_through_server = True
+    takes_direct_uploads = False
 
     def __init__(self, root: Path, upload_tmp_dir: Path, quarantine_dir: Path | None = None):
         self.root = root
@@ -67,6 +69,9 @@ class LocalStore:
 
     def download_action(self, links: Links, oid: str, size: int) -> Action:
         return links.ours("download", oid, size)
+
+    def take_direct(self, oid: str, size: int, verify_token: str) -> bool:
+        raise CommitError(404, "object was not stored; upload it again")
 
     def internal_uri(self, oid: str) -> str:
         return INTERNAL_PREFIX + relative_path(oid)

@@ -7,13 +7,26 @@ an X-Accel-Redirect that makes nginx stream a presigned GET from the bucket.
 A bucket that cannot take an upload makes it fail with 503 and Retry-After,
 which clients retry; nothing is acknowledged, and no index row written,
 before the bucket acknowledged the whole object.
+
+Direct transfer: the upload action is a presigned PUT that signs the size
+and `x-amz-checksum-sha256`, so the bucket refuses any other body; it goes
+to a key of its own (`<prefix>uploads/<oid>/<digest of the verify token>`),
+never to the oid's key, so a repository cannot claim an object another one
+stored without sending the bytes. The verify call (take_direct) checks that
+key's size and SHA-256, copies it to the oid's key inside the bucket and
+removes it; only then is the index row written, so nothing is downloadable
+before it is verified. The upload key is derived from the signed verify
+token, never taken from the client. Downloads are presigned GETs. Objects
+larger than one PUT allows are uploaded through the server as in proxy mode.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Iterator
 
+from lfs_server.settings import Settings
 from lfs_server.store.base import (
     Action,
     CommitError,
@@ -22,9 +35,21 @@ from lfs_server.store.base import (
     VerifiedUpload,
     upload_through_server,
 )
-from lfs_server.store.s3_bucket import BucketError, BucketRejected, S3Bucket
+from lfs_server.store.s3_bucket import (
+    MAX_PUT_SIZE,
+    BucketError,
+    BucketRejected,
+    S3Bucket,
+    sha256_b64,
+    shared_bucket,
+)
 
 UNAVAILABLE = "object storage unavailable; try again"
+NOT_UPLOADED = "object was not stored; upload it again"
+USE_PROXY = (
+    "LFS_S3_TRANSFER=direct: the bucket does not refuse a body that does not match "
+    "its signed SHA-256, so clients could store wrong bytes; use LFS_S3_TRANSFER=proxy"
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +65,76 @@ def bucket_failure(exc: BucketError, oid: str) -> CommitError:
     return CommitError(503, UNAVAILABLE)
 
 
-class S3Store:
-    downloads_through_server = True
+def open_s3_store(settings: Settings) -> S3Store:
+    return S3Store(shared_bucket(settings), direct=settings.s3.transfer == "direct")
 
-    def __init__(self, bucket: S3Bucket) -> None:
+
+def s3_problem(settings: Settings) -> str:
+    """What keeps the bucket from serving in the configured mode, in one line, or ""."""
+    bucket = shared_bucket(settings)
+    state = bucket.check()
+    if state != "ok":
+        return state
+    if settings.s3.transfer == "direct":
+        try:
+            if not bucket.proves_checksum_enforcement():
+                return USE_PROXY
+        except BucketError as exc:
+            return exc.message
+    return ""
+
+
+class S3Store:
+    def __init__(self, bucket: S3Bucket, direct: bool = False) -> None:
         self.bucket = bucket
+        self.direct = direct
+        self.downloads_through_server = not direct
+        self.takes_direct_uploads = direct
+
+    def upload_key(self, oid: str, verify_token: str) -> str:
+        """Where one direct upload's body goes: unique to it, and derived from
+        its signed verify token, so verify finds it without trusting the client."""
+        digest = hashlib.sha256(verify_token.encode()).hexdigest()[:32]
+        return f"{self.bucket.prefix}uploads/{oid}/{digest}"
 
     def upload_actions(self, links: Links, oid: str, size: int) -> dict[str, Action]:
-        return upload_through_server(links, oid, size)
+        if not self.direct or size > MAX_PUT_SIZE:
+            return upload_through_server(links, oid, size)
+        verify = links.ours("verify", oid, size)
+        token = verify["header"]["Authorization"].removeprefix("Bearer ")
+        put = self.bucket.presign_put(self.upload_key(oid, token), size, oid, links.ttl)
+        return {"upload": links.external(put.url, put.headers), "verify": verify}
 
     def download_action(self, links: Links, oid: str, size: int) -> Action:
-        return links.ours("download", oid, size)
+        if not self.direct:
+            return links.ours("download", oid, size)
+        return links.external(self.bucket.presign_get(self.bucket.key_for(oid), links.ttl), {})
+
+    def take_direct(self, oid: str, size: int, verify_token: str) -> bool:
+        source = self.upload_key(oid, verify_token)
+        key = self.bucket.key_for(oid)
+        try:
+            head = self.bucket.head(source, checksum=True)
+            if head is None:
+                raise CommitError(404, NOT_UPLOADED)
+            if head.size != size:
+                self.bucket.delete(source)
+                raise CommitError(
+                    422, f"size mismatch: expected {size} bytes, received {head.size}", "size"
+                )
+            if head.sha256 != sha256_b64(oid):
+                self.bucket.delete(source)
+                raise CommitError(
+                    422, "SHA-256 of the uploaded data does not match the oid", "sha256"
+                )
+            existing = self.bucket.head(key, checksum=False)
+            stored = existing is None or existing.size != size
+            if stored:
+                self.bucket.copy(source, key)
+            self.bucket.delete(source)
+        except BucketError as exc:
+            raise bucket_failure(exc, oid) from None
+        return stored
 
     def internal_uri(self, oid: str) -> str:
         return self.bucket.internal_get_location(self.bucket.key_for(oid))
@@ -60,6 +144,7 @@ class S3Store:
         return None if head is None else head.size
 
     def put(self, upload: VerifiedUpload) -> bool:
+        """A proxied upload (every one in proxy mode, the largest in direct mode)."""
         key = self.bucket.key_for(upload.oid)
         try:
             existing = self.bucket.head(key, checksum=False)

@@ -298,6 +298,21 @@ class S3Bucket:
             sha256 = None
         return ObjectHead(size=int(answer["ContentLength"]), sha256=sha256 or None)
 
+    def copy(self, source: str, target: str) -> None:
+        """Copy an object inside the bucket (at most one PUT's size), the copy
+        checksummed with SHA-256 by the bucket."""
+        try:
+            self._client.copy_object(
+                Bucket=self.bucket,
+                Key=target,
+                CopySource={"Bucket": self.bucket, "Key": source},
+                ChecksumAlgorithm="SHA256",
+                ContentType=OBJECT_CONTENT_TYPE,
+                MetadataDirective="REPLACE",
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc, "copy") from exc
+
     def delete(self, key: str) -> None:
         """Remove an object; removing an absent one succeeds."""
         try:

@@ -93,3 +93,14 @@ def test_serve_refuses_a_bucket_that_does_not_exist(
         )
     assert done.returncode == 2
     assert "LFS_S3_BUCKET: bucket 'no-such-bucket-here'" in stack.log.read_text()
+
+
+def test_check_config_proves_checksum_enforcement_in_direct_mode(
+    tmp_path: Path, seaweedfs: SeaweedFS, s3_env: dict[str, str]
+) -> None:
+    env = s3_env_for(tmp_path, seaweedfs, s3_env, LFS_S3_TRANSFER="direct")
+    done = check_config(env)
+    assert done.returncode == 0, done.stderr
+    # The probe leaves nothing behind in the bucket.
+    listed = seaweedfs.client.list_objects_v2(Bucket=env["LFS_S3_BUCKET"])
+    assert listed.get("KeyCount", 0) == 0, listed
