@@ -242,9 +242,13 @@ def cmd_locks(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_fsck(args: argparse.Namespace, settings: Settings) -> int:
     from lfs_server import fsck
+    from lfs_server.store.s3_bucket import BucketError
 
     repo = None if args.repo is None else repo_argument(args.repo)
-    report = fsck.check(settings, repo)
+    try:
+        report = fsck.check(settings, repo)
+    except BucketError as exc:  # not the objects' fault: nothing is judged on a failing bucket
+        raise CommandError(f"fsck: LFS_STORE=s3: {exc.message}") from None
     return 1 if report.failed else 0
 
 

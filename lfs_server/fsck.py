@@ -12,7 +12,8 @@ server.
   anything in the store that is not an object where it belongs (an
   unexpected name or place, a symlink) is MOVED to quarantine, never
   deleted (the local store: one rename to quarantine/<folder>/<name>.<UTC
-  timestamp>); a quarantined object's index rows are dropped, so the next
+  timestamp>; the S3 store: a copy to <prefix>quarantine/<key>.<UTC
+  timestamp>, then the key deleted); a quarantined object's index rows are dropped, so the next
   push of that oid uploads a good copy.
 - A row whose object the store lacks is reported and dropped (asked of the
   store again first: an object stored after the scan passed its place is
@@ -22,7 +23,9 @@ server.
   kept; the next push of that oid indexes it.
 
 With REPO only the objects the index names for that repository are checked.
-Exit code 1 when something was corrupted or missing.
+Exit code 1 when something was corrupted or missing. A bucket that fails
+during the check raises BucketError (never blamed on the objects); the
+command then says so in one line, exit code 2.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ larger than one PUT allows are uploaded through the server as in proxy mode.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 from collections.abc import Callable, Iterator
@@ -37,6 +38,7 @@ from lfs_server.store.base import (
 )
 from lfs_server.store.s3_bucket import (
     MAX_PUT_SIZE,
+    PROBE_NAME,
     BucketError,
     BucketRejected,
     S3Bucket,
@@ -44,6 +46,10 @@ from lfs_server.store.s3_bucket import (
     shared_bucket,
 )
 
+# Under the prefix: direct uploads waiting for their verify call, and what
+# fsck moved aside. Neither is an object; fsck leaves both alone.
+UPLOADS = "uploads/"
+QUARANTINE = "quarantine/"
 UNAVAILABLE = "object storage unavailable; try again"
 NOT_UPLOADED = "object was not stored; upload it again"
 USE_PROXY = (
@@ -95,7 +101,7 @@ class S3Store:
         """Where one direct upload's body goes: unique to it, and derived from
         its signed verify token, so verify finds it without trusting the client."""
         digest = hashlib.sha256(verify_token.encode()).hexdigest()[:32]
-        return f"{self.bucket.prefix}uploads/{oid}/{digest}"
+        return f"{self.bucket.prefix}{UPLOADS}{oid}/{digest}"
 
     def upload_actions(self, links: Links, oid: str, size: int) -> dict[str, Action]:
         if not self.direct or size > MAX_PUT_SIZE:
@@ -164,10 +170,41 @@ class S3Store:
     # fsck
 
     def scan(self) -> Iterator[StoredItem]:
-        raise NotImplementedError("fsck does not check the S3 store yet")
+        """Every key under the prefix but the server's own transient ones.
+
+        S3 lists keys in binary order, and `<aa>/<bb>/<oid>` sorts as its
+        oid, so objects come in ascending oid order. Pending direct uploads
+        (`uploads/`: one may be verified any moment; a lifecycle rule clears
+        the abandoned), the start-up check's probe and `quarantine/` are
+        skipped; any other key is an item that does not belong.
+        """
+        prefix = self.bucket.prefix
+        skipped = tuple(prefix + name for name in (UPLOADS, QUARANTINE, PROBE_NAME))
+        for listed in self.bucket.list_keys():
+            if listed.key.startswith(skipped):
+                continue
+            oid = self.bucket.oid_for(listed.key)
+            reason = "" if oid is not None else "unexpected key in the bucket"
+            yield StoredItem(listed.key, oid, listed.size, reason, listed.etag)
 
     def hash_object(self, item: StoredItem, on_bytes: Callable[[int], None]) -> str:
-        raise NotImplementedError("fsck does not check the S3 store yet")
+        """Streamed with one GET, a chunk at a time. A bucket that fails raises
+        BucketError (not an OSError): fsck stops rather than blame the object."""
+        digest = hashlib.sha256()
+        for chunk in self.bucket.chunks(item.key):
+            digest.update(chunk)
+            on_bytes(len(chunk))
+        return digest.hexdigest()
 
     def quarantine(self, item: StoredItem, stamp: str) -> str:
-        raise NotImplementedError("fsck does not check the S3 store yet")
+        """Copy the listed version to `<prefix>quarantine/<key>.<stamp>`, then
+        delete the key. An item over one copy's limit (5 GiB) stays in place."""
+        if item.size > MAX_PUT_SIZE:
+            raise OSError(errno.EFBIG, "too large to copy inside the bucket; move it by hand")
+        target = f"{self.bucket.prefix}{QUARANTINE}{item.key[len(self.bucket.prefix) :]}.{stamp}"
+        try:
+            self.bucket.copy(item.key, target, if_match=item.version)
+        except BucketRejected:
+            raise OSError(errno.ESTALE, "replaced while being checked; run fsck again") from None
+        self.bucket.delete(item.key)
+        return target

@@ -23,6 +23,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import boto3
@@ -56,6 +57,10 @@ INTERNAL_PREFIX = "/.lfs-internal/s3/"
 # between this host and the bucket.
 INTERNAL_EXPIRY = 900
 OBJECT_CONTENT_TYPE = "application/octet-stream"
+# Where the direct-mode start-up check writes (and removes) its probe object.
+PROBE_NAME = ".checksum-probe-"
+# Bytes read from the bucket at a time when an object is streamed (fsck).
+READ_CHUNK = 1 << 20
 
 NO_CREDENTIALS = (
     "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
@@ -108,6 +113,14 @@ class ObjectHead:
     # or None when the bucket has none (a multipart object's checksum is a
     # checksum of its parts' checksums, which says nothing about the oid).
     sha256: str | None
+
+
+class Listed(NamedTuple):
+    """One key of a listing; `etag` names the version listed."""
+
+    key: str
+    size: int
+    etag: str
 
 
 @dataclass(frozen=True)
@@ -298,9 +311,11 @@ class S3Bucket:
             sha256 = None
         return ObjectHead(size=int(answer["ContentLength"]), sha256=sha256 or None)
 
-    def copy(self, source: str, target: str) -> None:
+    def copy(self, source: str, target: str, if_match: str = "") -> None:
         """Copy an object inside the bucket (at most one PUT's size), the copy
-        checksummed with SHA-256 by the bucket."""
+        checksummed with SHA-256 by the bucket. With `if_match` (an ETag) only
+        that version is copied: BucketRejected when the source changed."""
+        extra = {"CopySourceIfMatch": if_match} if if_match else {}
         try:
             self._client.copy_object(
                 Bucket=self.bucket,
@@ -309,9 +324,35 @@ class S3Bucket:
                 ChecksumAlgorithm="SHA256",
                 ContentType=OBJECT_CONTENT_TYPE,
                 MetadataDirective="REPLACE",
+                **extra,
             )
-        except (ClientError, BotoCoreError) as exc:
+        except ClientError as exc:
+            if if_match and _status(exc) == 412:
+                raise BucketRejected("copy: the source changed since it was listed") from exc
             raise self._error(exc, "copy") from exc
+        except BotoCoreError as exc:
+            raise self._error(exc, "copy") from exc
+
+    def chunks(self, key: str, size: int = READ_CHUNK) -> Iterator[bytes]:
+        """An object's bytes, `size` at a time (memory flat in object size).
+
+        Raises FileNotFoundError when the key is absent, BucketError when the
+        bucket fails, also part way through.
+        """
+        try:
+            body = self._client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        except ClientError as exc:
+            if _status(exc) == 404:
+                raise FileNotFoundError(key) from None
+            raise self._error(exc, "read") from exc
+        except BotoCoreError as exc:
+            raise self._error(exc, "read") from exc
+        try:
+            yield from body.iter_chunks(size)
+        except BotoCoreError as exc:
+            raise self._error(exc, "read") from exc
+        finally:
+            body.close()
 
     def delete(self, key: str) -> None:
         """Remove an object; removing an absent one succeeds."""
@@ -320,15 +361,16 @@ class S3Bucket:
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc, "delete") from exc
 
-    def list_keys(self) -> Iterator[tuple[str, int]]:
-        """Every (key, size) under the prefix, a page of 1000 at a time."""
+    def list_keys(self) -> Iterator[Listed]:
+        """Every key under the prefix, a page of 1000 at a time, in UTF-8
+        binary order of the keys (as S3 lists them)."""
         pages = self._client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=self.prefix, PaginationConfig={"PageSize": 1000}
         )
         try:
             for page in pages:
                 for item in page.get("Contents", ()):
-                    yield item["Key"], int(item["Size"])
+                    yield Listed(item["Key"], int(item["Size"]), item.get("ETag", ""))
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc, "list") from exc
 
@@ -402,7 +444,7 @@ class S3Bucket:
         Writes (and removes) one small object under the prefix. Raises
         BucketUnavailable when the bucket cannot be asked.
         """
-        key = f"{self.prefix}.checksum-probe-{secrets.token_hex(8)}"
+        key = f"{self.prefix}{PROBE_NAME}{secrets.token_hex(8)}"
         body = secrets.token_bytes(64)
         wrong = bytes(b ^ 0xFF for b in body)
         http = URLLib3Session(
