@@ -13,6 +13,7 @@ around them, as in rudolfs' small `Storage` trait with its wrappers.
 from __future__ import annotations
 
 import errno
+import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ _OID_RE = re.compile(r"[0-9a-f]{64}")
 OWN_PATHS = {"upload": "/.lfs/upload/", "verify": "/.lfs/verify", "download": "/.lfs/download/"}
 # What a client hears when the store has no room for an object.
 INSUFFICIENT_STORAGE = "insufficient storage on the server: the disk is full"
+# Kept free for what else lives on the data filesystem: fan-out folders,
+# the database and its WAL. Uploads that would eat into it are refused (507).
+RESERVED_BYTES = 1 << 20
 
 Action = dict[str, Any]
 
@@ -96,6 +100,18 @@ class Links:
 def upload_through_server(links: Links, oid: str, size: int) -> dict[str, Action]:
     """The body goes to nginx, which the server verifies before the store takes it."""
     return {"upload": links.ours("upload", oid, size), "verify": links.ours("verify", oid, size)}
+
+
+def upload_room(upload_tmp_dir: Path) -> int | None:
+    """Bytes nginx may still write to the upload temp dir, less the reserve;
+    None when it cannot be asked, 0 when no inode is left."""
+    try:
+        info = os.statvfs(upload_tmp_dir)
+    except OSError:
+        return None
+    if info.f_files and not info.f_favail:  # f_files is 0 where inodes are unlimited
+        return 0  # no inode left: not even an empty object can be stored
+    return max(0, info.f_bavail * info.f_frsize - RESERVED_BYTES)
 
 
 @dataclass(frozen=True)

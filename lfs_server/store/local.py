@@ -21,6 +21,7 @@ from pathlib import Path
 
 from lfs_server.durable import fsync_dir, fsync_new_dirs, make_dirs
 from lfs_server.store.base import (
+    RESERVED_BYTES,
     Action,
     CommitError,
     Links,
@@ -28,13 +29,11 @@ from lfs_server.store.base import (
     VerifiedUpload,
     is_valid_oid,
     storage_failure,
+    upload_room,
     upload_through_server,
 )
 
 INTERNAL_PREFIX = "/.lfs-internal/objects/"
-# Kept free for what else lives on the data filesystem: fan-out folders,
-# the database and its WAL. Uploads that would eat into it are refused (507).
-RESERVED_BYTES = 1 << 20
 CHUNK = 1 << 20
 _HEX = frozenset("0123456789abcdef")
 
@@ -131,13 +130,7 @@ class LocalStore:
 
     def free_space(self) -> int | None:
         # Where nginx writes upload bodies: the same filesystem as the objects.
-        try:
-            info = os.statvfs(self.upload_tmp_dir)
-        except OSError:
-            return None
-        if info.f_files and not info.f_favail:
-            return 0  # no inode left: not even an empty object can be stored
-        return max(0, info.f_bavail * info.f_frsize - RESERVED_BYTES)
+        return upload_room(self.upload_tmp_dir)
 
     # fsck
 

@@ -26,6 +26,7 @@ import errno
 import hashlib
 import logging
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from lfs_server.settings import Settings
 from lfs_server.store.base import (
@@ -34,6 +35,7 @@ from lfs_server.store.base import (
     Links,
     StoredItem,
     VerifiedUpload,
+    upload_room,
     upload_through_server,
 )
 from lfs_server.store.s3_bucket import (
@@ -72,7 +74,11 @@ def bucket_failure(exc: BucketError, oid: str) -> CommitError:
 
 
 def open_s3_store(settings: Settings) -> S3Store:
-    return S3Store(shared_bucket(settings), direct=settings.s3.transfer == "direct")
+    return S3Store(
+        shared_bucket(settings),
+        settings.upload_tmp_dir,
+        direct=settings.s3.transfer == "direct",
+    )
 
 
 def s3_problem(settings: Settings) -> str:
@@ -91,8 +97,9 @@ def s3_problem(settings: Settings) -> str:
 
 
 class S3Store:
-    def __init__(self, bucket: S3Bucket, direct: bool = False) -> None:
+    def __init__(self, bucket: S3Bucket, upload_tmp_dir: Path, direct: bool = False) -> None:
         self.bucket = bucket
+        self.upload_tmp_dir = upload_tmp_dir
         self.direct = direct
         self.downloads_through_server = not direct
         self.takes_direct_uploads = direct
@@ -165,7 +172,15 @@ class S3Store:
         return {"bucket": self.bucket.check()}
 
     def free_space(self) -> int | None:
-        return None  # a bucket has no size a client could run into
+        """In proxy mode every upload body lands in nginx's temp dir before it
+        goes to the bucket, so that disk's room (less the reserve the local
+        store keeps) is what an upload may fill: a nearly full one is refused
+        with 507 at batch and before the body, as on the local store. In
+        direct mode bodies go to the bucket, which has no size a client
+        could run into; None (an object too large for one PUT, uploaded
+        through the server, then fails part way on a full temp disk with a
+        500 the client retries)."""
+        return None if self.direct else upload_room(self.upload_tmp_dir)
 
     # fsck
 
