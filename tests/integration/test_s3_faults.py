@@ -90,6 +90,13 @@ def test_bucket_down_during_a_push(
         for operation in ("download", "upload"):
             objects = batch_all(stack, operation, blobs)
             assert len(objects) == FILES, objects
+        # A download of an object stored before is a retryable error.
+        stored = [obj for obj in batch_all(stack, "download", blobs) if "actions" in obj]
+        assert stored, "no object was indexed before the bucket went down"
+        get = stored[0]["actions"]["download"]
+        unavailable = requests.get(get["href"], headers=get["header"], timeout=30)
+        assert_lfs_error(unavailable, 503, stack)
+        assert unavailable.headers.get("Retry-After", "").isdigit(), unavailable.headers
         fresh = os.urandom(1000)
         actions = actions_for(stack, REPO, "upload", fresh)
         refused = put_action(actions["upload"], fresh)
