@@ -24,6 +24,7 @@ from collections import OrderedDict
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from lfs_server.db import Database, User
+from lfs_server.settings import SettingsError
 
 CACHE_SECONDS = 30.0
 CACHE_ENTRIES = 4096
@@ -134,3 +135,18 @@ class CredentialChecker:
         if stored.last_used_at is None or now - stored.last_used_at >= 60:
             self.db.touch_token(token_id, now)
         return True
+
+
+def ensure_admin(db: Database, name: str, password: str) -> None:
+    """Create or update an admin from LFS_ADMIN_USER/LFS_ADMIN_PASSWORD at start."""
+    if not valid_user_name(name):
+        raise SettingsError(f"LFS_ADMIN_USER: invalid user name {name!r}")
+    if len(password) < 8:
+        raise SettingsError("LFS_ADMIN_PASSWORD: needs at least 8 characters")
+    user = db.get_user(name)
+    if user is None:
+        db.add_user(name, hash_password(password), is_admin=True)
+        return
+    db.set_admin(name, True)
+    if not password_matches(user.password_hash, password):
+        db.set_password(name, hash_password(password))

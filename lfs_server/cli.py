@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from lfs_server.access import RIGHTS, normalize_pattern
-from lfs_server.accounts import hash_password, new_token, password_matches, valid_user_name
+from lfs_server.accounts import hash_password, new_token, valid_user_name
 from lfs_server.db import DatabaseError, SQLiteDatabase
 from lfs_server.privileges import become_owner_of
 from lfs_server.repos import normalize_repo
@@ -74,31 +74,12 @@ def print_table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:
         )
 
 
-def ensure_admin(db: SQLiteDatabase, name: str, password: str) -> None:
-    """Create or update an admin from LFS_ADMIN_USER/LFS_ADMIN_PASSWORD at start."""
-    if not valid_user_name(name):
-        raise SettingsError(f"LFS_ADMIN_USER: invalid user name {name!r}")
-    if len(password) < 8:
-        raise SettingsError("LFS_ADMIN_PASSWORD: needs at least 8 characters")
-    user = db.get_user(name)
-    if user is None:
-        db.add_user(name, hash_password(password), is_admin=True)
-        return
-    db.set_admin(name, True)
-    if not password_matches(user.password_hash, password):
-        db.set_password(name, hash_password(password))
-
-
 # command handlers: (args, settings) -> exit code
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from lfs_server.serve import serve
 
-    if settings.admin_user:
-        ensure_admin(
-            SQLiteDatabase(settings.database_path), settings.admin_user, settings.admin_password
-        )
     return serve(settings)
 
 
@@ -365,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
             # Run as root on the server's data dir: act as its owner, so no
             # file the server must write (the database's journal) is root's.
             become_owner_of(data_dir_from(os.environ))
-        settings = Settings.from_env()
+        # `serve` reads the key file itself, once it runs as the user that serves.
+        settings = Settings.from_env(read_key_file=args.handler is not cmd_serve)
         # Whatever the command creates (the database, its journal) is private.
         umask = os.umask(0o077)
         try:

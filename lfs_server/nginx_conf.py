@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
 import resource
 import sys
 from pathlib import Path
 
 from lfs_server.cpus import available_cpus
-from lfs_server.privileges import RunAs
 from lfs_server.settings import Settings
 from lfs_server.store.s3_nginx import render_s3_nginx
 
@@ -62,13 +60,14 @@ def escaped(value: str, setting: str, *, variables: bool) -> str:
 def worker_limits() -> tuple[int, int]:
     """worker_connections and a worker_rlimit_nofile that fits them.
 
-    Only root may raise the hard limit; below root the connections shrink
-    to fit it instead of nginx failing to set the limit.
+    nginx never runs as root, so it cannot raise the hard limit: under a
+    lower one the connections shrink to fit it instead of nginx failing to
+    set the limit.
     """
     connections = WORKER_CONNECTIONS
     files = 2 * connections + SPARE_FILES
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    if os.geteuid() != 0 and hard != resource.RLIM_INFINITY and hard < files:
+    if hard != resource.RLIM_INFINITY and hard < files:
         connections = max(1, (hard - SPARE_FILES) // 2)
         files = hard
     return connections, files
@@ -117,25 +116,19 @@ def s3_snippets(settings: Settings) -> tuple[str, str]:
     return snippets.http, snippets.server
 
 
-def render(
-    settings: Settings, run_dir: Path, socket: Path, access_log: str, run_as: RunAs | None = None
-) -> str:
-    """The config text; UnsafeValue when a path cannot be written into it safely."""
+def render(settings: Settings, run_dir: Path, socket: Path, access_log: str) -> str:
+    """The config text; UnsafeValue when a path cannot be written into it safely.
+
+    There is no `user` directive: the launcher starts nginx as the user that
+    serves (never root), so master and workers run as that user.
+    """
     host = settings.listen_host
     listen_host = f"[{host}]" if ":" in host else host
-    user = ""
-    if run_as is not None:
-        # Workers hand temp files to the app for linking, so they run as
-        # gunicorn's user; the master keeps root for the port and TLS keys.
-        name = escaped(run_as.name, "LFS_USER", variables=False)
-        group = escaped(run_as.group, "LFS_USER", variables=False)
-        user = f'user "{name}" "{group}";'
     listen = escaped(f"{listen_host}:{settings.listen_port}", "LFS_LISTEN", variables=False)
     connections, files = worker_limits()
     data_dir = "LFS_DATA_DIR"
     s3_http, s3_server = s3_snippets(settings)
     fields = {
-        "USER_DIRECTIVE": user,
         "WORKER_PROCESSES": str(available_cpus()),
         "WORKER_CONNECTIONS": str(connections),
         "WORKER_RLIMIT_NOFILE": str(files),

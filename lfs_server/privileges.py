@@ -1,10 +1,13 @@
 """Who the server's processes run as.
 
 Started as root (as `make run` on a fresh machine, or a system service),
-the launcher keeps root only for itself and nginx's master (the port, TLS
-keys, the config); nginx's workers, gunicorn and the Prehasher run as
-LFS_USER, which owns the data dir. Started as anyone else, everything runs
-as that user and LFS_USER does not apply.
+the launcher only prepares: it gives the data dir to LFS_USER without
+following a link, copies what only root may read (the TLS certificate and
+key) into the run dir for that user, and then drops root for good, before
+it touches anything inside the data dir, which that user controls. Every
+process of the server, the launcher included, then runs as LFS_USER.
+Started as anyone else, everything runs as that user and LFS_USER does not
+apply.
 """
 
 from __future__ import annotations
@@ -56,10 +59,18 @@ def run_as(name: str) -> RunAs | None:
 
 
 def become(user: RunAs) -> None:
-    """Drop root for good (groups first: afterwards there is no right to)."""
+    """Drop root for good (groups first: afterwards there is no right to), and
+    make sure of it: every uid and gid is the user's, and root cannot be had back."""
     os.setgroups(list(user.groups))
     os.setgid(user.gid)
     os.setuid(user.uid)
+    if os.getresuid() != (user.uid,) * 3 or os.getresgid() != (user.gid,) * 3:
+        raise PrivilegeError(f"LFS_USER: could not switch every id to {user.name}")
+    try:
+        os.setuid(0)
+    except PermissionError:
+        return
+    raise PrivilegeError(f"LFS_USER: switched to {user.name}, but root could be regained")
 
 
 def give_tree(root: Path, user: RunAs) -> int:
@@ -84,6 +95,16 @@ def give_tree(root: Path, user: RunAs) -> int:
                 continue
             os.chown(name, user.uid, user.gid, dir_fd=dirfd, follow_symlinks=False)
     return left
+
+
+def give_copy(source: Path, target: Path, user: RunAs) -> None:
+    """Copy `source`, which may be root's alone (a TLS key), to a new file
+    `target` of `user`'s, 0600; `target`'s folder must be root's still."""
+    data = source.read_bytes()
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        os.fchown(fd, user.uid, user.gid)
+        out.write(data)
 
 
 def _differs(info: os.stat_result, user: RunAs) -> bool:

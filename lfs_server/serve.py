@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import errno
 import importlib.util
 import os
@@ -19,11 +20,14 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lfs_server import cleanup, nginx_conf, privileges
+from lfs_server import child_env, cleanup, nginx_conf, privileges
+from lfs_server.accounts import ensure_admin
+from lfs_server.db import SQLiteDatabase
 from lfs_server.prehash import PREHASH_SOCKET_ENV
 from lfs_server.prehash_process import PREHASH_DIR_ENV
 from lfs_server.privileges import PrivilegeError, RunAs
@@ -41,17 +45,11 @@ GUNICORN_GRACE_SECONDS = 5
 START_TIMEOUT_SECONDS = 30.0
 # The supervision loop sweeps stale upload temp files this often (one scandir).
 SWEEP_INTERVAL_SECONDS = 600.0
-# Settings only the launcher uses: the app never sees them (files it need
-# not read, the admin password).
-LAUNCHER_ONLY = (
-    "LFS_TLS_CERT",
-    "LFS_TLS_KEY",
-    "LFS_ADMIN_USER",
-    "LFS_ADMIN_PASSWORD",
-    "LFS_ADMIN_PASSWORD_FILE",
-)
 # Files of the data dir that hold secrets: 0600 whoever made them.
 PRIVATE_FILES = ("secret.key", "lfs.db", "lfs.db-wal", "lfs.db-shm")
+# The lowest port the kernel lets an unprivileged process listen on.
+UNPRIVILEGED_PORT_START = Path("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+RWX = os.R_OK | os.W_OK | os.X_OK
 
 
 class LaunchError(Exception):
@@ -69,6 +67,25 @@ def find_nginx(name: str) -> str:
     return found
 
 
+def unprivileged_port_start() -> int:
+    try:
+        return int(UNPRIVILEGED_PORT_START.read_text())
+    except (OSError, ValueError):
+        return 1024
+
+
+def low_port_refusal(port: int, first_allowed: int) -> str | None:
+    """Why an unprivileged launcher cannot listen on `port`, or None when it can."""
+    if port >= first_allowed:
+        return None
+    return (
+        f"LFS_LISTEN: port {port} is below {first_allowed}, the lowest port this kernel lets "
+        "an unprivileged process listen on, and the server runs unprivileged (as LFS_USER "
+        f"when started as root): listen on a port >= {first_allowed} behind a load balancer "
+        f"or port forward, or allow it with sysctl net.ipv4.ip_unprivileged_port_start={port}"
+    )
+
+
 def check_port_free(settings: Settings) -> None:
     family = socket.AF_INET6 if ":" in settings.listen_host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
@@ -80,6 +97,9 @@ def check_port_free(settings: Settings) -> None:
                 raise LaunchError(
                     f"LFS_LISTEN: {settings.listen_host}:{settings.listen_port} is already in use"
                 ) from None
+            refusal = low_port_refusal(settings.listen_port, unprivileged_port_start())
+            if exc.errno == errno.EACCES and refusal is not None:
+                raise LaunchError(refusal) from None
             raise LaunchError(
                 f"LFS_LISTEN: cannot listen on that address ({exc.strerror})"
             ) from None
@@ -158,6 +178,22 @@ def kill_orphans() -> None:
         time.sleep(0.02)
 
 
+def copy_out(source: int, target: int) -> None:
+    """Copy what `source` reads to `target` until end of file, then close `source`.
+
+    Should `target` fail (a closed stdout), the rest is read and dropped, so
+    the writer never blocks on a full pipe.
+    """
+    writable = True
+    while data := os.read(source, 65536):
+        while writable and data:
+            try:
+                data = data[os.write(target, data) :]
+            except OSError:
+                writable = False
+    os.close(source)
+
+
 def installation() -> list[tuple[str, Path, int]]:
     """What the children run: the unprivileged user must be able to read it."""
     gunicorn = importlib.util.find_spec("gunicorn")
@@ -176,6 +212,7 @@ class Supervisor:
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.stopping = False
         self.next_sweep = time.monotonic() + SWEEP_INTERVAL_SECONDS
+        self.access_log: threading.Thread | None = None
 
     def sweep_if_due(self, now: float) -> None:
         """The periodic sweep of stale upload temp files, from the supervision loop."""
@@ -186,39 +223,10 @@ class Supervisor:
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.stopping = True
 
-    def _prepare_app_dir(self, run_dir: Path, app_dir: Path) -> None:
-        """The run dir's part the unprivileged processes write: sockets, metrics.
-
-        nginx.conf and nginx's pid stay outside it, so they cannot be changed
-        by the user whose processes face the network.
-        """
-        app_dir.mkdir()
-        # prometheus_client's multiprocess mode: each worker's values in files
-        # here, summed by /metrics (lfs_server.metrics); run_dir is new each start.
-        (app_dir / "metrics").mkdir()
-        if self.user is not None:
-            run_dir.chmod(0o711)
-            for path in (app_dir, app_dir / "metrics"):
-                os.chown(path, self.user.uid, self.user.gid)
-            data = self.settings.data_dir
-            needs = [("LFS_DATA_DIR", data, os.R_OK | os.W_OK | os.X_OK), *installation()]
-            needs.append(("TMPDIR (the run dir)", app_dir, os.R_OK | os.W_OK | os.X_OK))
-            try:
-                privileges.check_reach(self.user, needs)
-            except PrivilegeError as exc:
-                raise LaunchError(str(exc)) from None
-
     def _spawn(
         self, name: str, argv: list[str], env: dict[str, str], cwd: Path
     ) -> subprocess.Popen[bytes]:
-        """Start a child as the unprivileged user (when there is one)."""
-        drop: dict[str, object] = {}
-        if self.user is not None:
-            drop = {"user": self.user.uid, "group": self.user.gid}
-            drop["extra_groups"] = list(self.user.groups)
-        child = subprocess.Popen(
-            argv, env=env, cwd=cwd, preexec_fn=die_with_parent(signal.SIGTERM), **drop
-        )
+        child = subprocess.Popen(argv, env=env, cwd=cwd, preexec_fn=die_with_parent(signal.SIGTERM))
         self.children[name] = child
         return child
 
@@ -227,35 +235,46 @@ class Supervisor:
         app_dir = run_dir / "app"
         socket_path = app_dir / "gunicorn.sock"
         try:
-            text = nginx_conf.render(self.settings, run_dir, socket_path, "/dev/stdout", self.user)
+            text = nginx_conf.render(self.settings, run_dir, socket_path, "/dev/stdout")
         except nginx_conf.UnsafeValue as exc:
             raise LaunchError(str(exc)) from None
         check_port_free(self.settings)
-        self._prepare_app_dir(run_dir, app_dir)
+        # prometheus_client's multiprocess mode: each worker's values in files
+        # here, summed by /metrics (lfs_server.metrics); run_dir is new each start.
+        (app_dir / "metrics").mkdir(parents=True)
         prehash_socket = app_dir / "prehash.sock"
         conf = run_dir / "nginx.conf"
         conf.write_text(text)
         checked = subprocess.run(
             [nginx, "-t", "-q", "-p", str(run_dir), "-c", str(conf), "-e", "stderr"],
+            env=child_env.nginx_env(os.environ),
             capture_output=True,
             text=True,
         )
         if checked.returncode != 0:
             raise LaunchError(f"nginx rejected its configuration: {checked.stderr.strip()}")
-        app_env = {
-            **{k: v for k, v in os.environ.items() if k not in LAUNCHER_ONLY},
-            "LFS_DATA_DIR": str(self.settings.data_dir),
-            "LFS_PUBLIC_URL": self.settings.public_url,
-            # gunicorn >= 25.1 puts its control socket there (not in ~/.gunicorn).
-            "XDG_RUNTIME_DIR": str(app_dir),
-            "PROMETHEUS_MULTIPROC_DIR": str(app_dir / "metrics"),
-            PREHASH_SOCKET_ENV: str(prehash_socket),
-        }
+        app_env = child_env.app_env(
+            os.environ,
+            {
+                "LFS_DATA_DIR": str(self.settings.data_dir),
+                "LFS_PUBLIC_URL": self.settings.public_url,
+                "TMPDIR": str(app_dir),
+                # gunicorn >= 25.1 puts its control socket there (not in ~/.gunicorn).
+                "XDG_RUNTIME_DIR": str(app_dir),
+                "PROMETHEUS_MULTIPROC_DIR": str(app_dir / "metrics"),
+                PREHASH_SOCKET_ENV: str(prehash_socket),
+            },
+        )
+        prehasher_env = child_env.prehasher_env(
+            os.environ,
+            {
+                "TMPDIR": str(app_dir),
+                PREHASH_DIR_ENV: str(self.settings.upload_tmp_dir),
+                PREHASH_SOCKET_ENV: str(prehash_socket),
+            },
+        )
         self._spawn(
-            "prehash",
-            [sys.executable, "-m", "lfs_server.prehash_process"],
-            {**app_env, PREHASH_DIR_ENV: str(self.settings.upload_tmp_dir)},
-            app_dir,
+            "prehash", [sys.executable, "-m", "lfs_server.prehash_process"], prehasher_env, app_dir
         )
         self._spawn(
             "gunicorn",
@@ -302,10 +321,23 @@ class Supervisor:
             if time.monotonic() > deadline or self.stopping:
                 raise LaunchError("gunicorn did not start in time")
             time.sleep(0.05)
-        self.children["nginx"] = subprocess.Popen(
-            [nginx, "-p", str(run_dir), "-c", str(conf), "-e", "stderr"],
-            preexec_fn=die_with_parent(signal.SIGQUIT),
+        # nginx opens its access log (/dev/stdout) by name, which an
+        # unprivileged nginx may not do for the launcher's own stdout (a root
+        # terminal or log file): its stdout is a pipe this process copies out.
+        read_end, write_end = os.pipe()
+        try:
+            self.children["nginx"] = subprocess.Popen(
+                [nginx, "-p", str(run_dir), "-c", str(conf), "-e", "stderr"],
+                env=child_env.nginx_env(os.environ),
+                stdout=write_end,
+                preexec_fn=die_with_parent(signal.SIGQUIT),
+            )
+        finally:
+            os.close(write_end)
+        self.access_log = threading.Thread(
+            target=copy_out, args=(read_end, sys.stdout.fileno()), daemon=True
         )
+        self.access_log.start()
 
     def wait(self) -> int:
         """Reap children until a stop signal (exit 0) or a child dies (exit 1)."""
@@ -347,19 +379,21 @@ class Supervisor:
         self._stop_child("gunicorn", signal.SIGTERM, GUNICORN_GRACE_SECONDS + 1.0)
         self._stop_child("prehash", signal.SIGTERM, 2.0)
         kill_orphans()
+        if self.access_log is not None:
+            # nginx and its workers are gone: the pipe ends once it is drained.
+            self.access_log.join(timeout=2.0)
 
-    def run(self) -> int:
+    def run(self, run_dir: Path) -> int:
+        """Start in `run_dir` (new, empty, this process's own) and supervise until a stop."""
         become_subreaper()
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        run_dir = Path(tempfile.mkdtemp(prefix="lfs-server-"))
         try:
             self.start(run_dir)
             announce(self.settings, self.user)
             return self.wait()
         finally:
             self.stop()
-            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def announce(settings: Settings, user: RunAs | None) -> None:
@@ -372,8 +406,8 @@ def announce(settings: Settings, user: RunAs | None) -> None:
         )
     else:
         print(
-            f"lfs-server: nginx's workers, gunicorn and the Prehasher run as {user.name} "
-            f"(uid {user.uid}), which owns {settings.data_dir}",
+            f"lfs-server: started as root, every process (this launcher, nginx, gunicorn, "
+            f"the Prehasher) runs as {user.name} (uid {user.uid}), which owns {settings.data_dir}",
             file=sys.stderr,
         )
     if settings.public_url_guessed:
@@ -390,79 +424,116 @@ def announce(settings: Settings, user: RunAs | None) -> None:
     )
 
 
-def prepare_data_dir(settings: Settings, user: RunAs | None) -> None:
-    """The folders the server writes, and its secrets private (0600); started
-    as root, everything in the data dir is given to LFS_USER."""
-    for path in (settings.objects_dir, settings.upload_tmp_dir):
-        path.mkdir(parents=True, exist_ok=True)
-    for name in PRIVATE_FILES:
-        with contextlib.suppress(FileNotFoundError):
-            (settings.data_dir / name).chmod(0o600)
-    if user is not None:
+def hand_over(settings: Settings, user: RunAs, run_dir: Path) -> Settings:
+    """Started as root: do what only root may, then drop root for good.
+
+    Root makes the data dir (when new: nothing is in it yet), gives its tree
+    to LFS_USER without following a link, copies the TLS certificate and key
+    (which may be root's alone) into the run dir, gives the run dir to the
+    user and checks the user reaches what it needs. Nothing inside the data
+    dir, which the user controls, is opened, made, changed or removed as
+    root. The settings returned name the copies.
+    """
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        left = privileges.give_tree(settings.data_dir, user)
+    except OSError as exc:
+        raise PrivilegeError(
+            f"LFS_DATA_DIR: cannot give {exc.filename or settings.data_dir} to "
+            f"LFS_USER {user.name} ({exc.strerror})"
+        ) from None
+    if left:
+        print(
+            f"lfs-server: warning: left {left} file(s) with several hard links in "
+            f"{settings.data_dir} to their owner; give them to {user.name} by hand",
+            file=sys.stderr,
+        )
+    settings = copy_tls(settings, user, run_dir)
+    os.chown(run_dir, user.uid, user.gid, follow_symlinks=False)
+    needs = [("LFS_DATA_DIR", settings.data_dir, RWX), *installation()]
+    needs.append(("TMPDIR (the run dir)", run_dir, RWX))
+    privileges.check_reach(user, needs)
+    privileges.become(user)
+    return settings
+
+
+def copy_tls(settings: Settings, user: RunAs, run_dir: Path) -> Settings:
+    """nginx runs as the user, and the TLS key may be root's alone: nginx reads
+    copies in the run dir, the user's and 0600. The run dir must be root's still."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return settings
+    copies = {}
+    for setting, field, source in (
+        ("LFS_TLS_CERT", "tls_cert", settings.tls_cert),
+        ("LFS_TLS_KEY", "tls_key", settings.tls_key),
+    ):
+        copies[field] = run_dir / f"{field}.pem"
         try:
-            left = privileges.give_tree(settings.data_dir, user)
+            privileges.give_copy(source, copies[field], user)
         except OSError as exc:
             raise PrivilegeError(
-                f"LFS_DATA_DIR: cannot give {exc.filename or settings.data_dir} to "
-                f"LFS_USER {user.name} ({exc.strerror})"
+                f"{setting}: cannot copy {source} for LFS_USER {user.name} ({exc.strerror})"
             ) from None
-        if left:
-            print(
-                f"lfs-server: warning: left {left} file(s) with several hard links in "
-                f"{settings.data_dir} to their owner; give them to {user.name} by hand",
-                file=sys.stderr,
-            )
+    return dataclasses.replace(settings, **copies)
 
 
-def run_upgrade(settings: Settings, user: RunAs | None) -> None:
-    """The one-time store upgrade (lfs_server.upgrade), as the serving user
-    (in a child that drops root first), so whatever it makes is the server's."""
-
-    def upgrade() -> None:
+def prepare_data_dir(settings: Settings) -> None:
+    """Secrets private (0600) whoever made them. Each is changed through a
+    descriptor opened without following a link, so a link planted under one
+    of these names changes nothing (and is left as it is)."""
+    for name in PRIVATE_FILES:
+        path = settings.data_dir / name
         try:
-            upgrade_store(settings)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ELOOP):
+                continue
+            raise LaunchError(f"LFS_DATA_DIR: cannot open {path} ({exc.strerror})") from None
+        try:
+            os.fchmod(fd, 0o600)
         except OSError as exc:
             raise LaunchError(
-                f"LFS_DATA_DIR: could not upgrade the object store ({exc}); start again to resume"
+                f"LFS_DATA_DIR: cannot make {path} private ({exc.strerror})"
             ) from None
-
-    if user is None:
-        upgrade()
-        return
-    data = ("LFS_DATA_DIR", settings.data_dir, os.R_OK | os.W_OK | os.X_OK)
-    try:
-        privileges.check_reach(user, [data])
-    except PrivilegeError as exc:
-        raise LaunchError(str(exc)) from None
-    pid = os.fork()
-    if pid == 0:
-        status = 2
-        try:
-            privileges.become(user)
-            upgrade()
-            status = 0
-        except LaunchError as exc:
-            print(f"lfs-server: {exc}", file=sys.stderr, flush=True)
         finally:
-            os._exit(status)
-    _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise LaunchError("LFS_DATA_DIR: the object store upgrade did not complete")
+            os.close(fd)
+
+
+def run_upgrade(settings: Settings) -> None:
+    """The one-time store upgrade (lfs_server.upgrade), as the serving user."""
+    try:
+        upgrade_store(settings)
+    except OSError as exc:
+        raise LaunchError(
+            f"LFS_DATA_DIR: could not upgrade the object store ({exc}); start again to resume"
+        ) from None
 
 
 def serve(settings: Settings) -> int:
     """Run the server until a stop signal (0) or a child's death (1); 2 when it cannot start."""
+    run_dir: Path | None = None
     try:
         user = privileges.run_as(settings.user)
-        prepare_data_dir(settings, user)
+        run_dir = Path(tempfile.mkdtemp(prefix="lfs-server-"))
+        if user is not None:
+            settings = hand_over(settings, user, run_dir)
+        # From here on as the user that serves (root is gone).
+        settings = settings.with_secret()
+        prepare_data_dir(settings)
         check_data_dir(settings)
         check_store(settings)
-        run_upgrade(settings, user)
+        run_upgrade(settings)
+        if settings.admin_user:
+            db = SQLiteDatabase(settings.database_path)
+            ensure_admin(db, settings.admin_user, settings.admin_password)
         sweep_stale_uploads(settings)
-        return Supervisor(settings, user).run()
+        return Supervisor(settings, user).run(run_dir)
     except PrivilegeError as exc:
         print(f"lfs-server: {exc}", file=sys.stderr)
         return 2
     except LaunchError as exc:
         print(f"lfs-server: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if run_dir is not None:
+            shutil.rmtree(run_dir, ignore_errors=True)

@@ -15,7 +15,7 @@ import re
 import secrets
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from lfs_server.durable import fsync_dir
@@ -61,8 +61,8 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "LFS_ANONYMOUS": ("none", "what callers without credentials may do: none, read or write"),
     "LFS_USER": (
         "lfs",
-        "started as root, nginx's workers, gunicorn and the Prehasher run as this user, "
-        "which owns the data dir (ignored when not started as root)",
+        "started as root, the launcher prepares, then drops to this user, which owns the "
+        "data dir: every process runs as it (ignored when not started as root)",
     ),
     "LFS_NGINX": (
         "nginx",
@@ -324,8 +324,15 @@ class Settings:
         return self.data_dir / "tmp" / "uploads"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Read and validate every setting; create the data dir and secret."""
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, read_key_file: bool = True
+    ) -> Settings:
+        """Read and validate every setting; create the data dir and secret.
+
+        With `read_key_file` false and LFS_SECRET_KEY unset, secret_key stays
+        empty and nothing in the data dir is touched: the launcher started as
+        root reads the key file only as LFS_USER (with_secret).
+        """
         env = os.environ if env is None else env
 
         def get(name: str, default: str) -> str:
@@ -381,8 +388,10 @@ class Settings:
         explicit_secret = env.get("LFS_SECRET_KEY", "")
         if explicit_secret:
             secret = check_secret("LFS_SECRET_KEY", explicit_secret)
-        else:
+        elif read_key_file:
             secret = load_or_create_secret(data_dir)
+        else:
+            secret = b""
         return cls(
             data_dir=data_dir,
             listen_host=host,
@@ -409,6 +418,12 @@ class Settings:
             s3=s3,
             store=store,
         )
+
+    def with_secret(self) -> Settings:
+        """These settings with the key file read (or created) if it was not yet."""
+        if self.secret_key:
+            return self
+        return replace(self, secret_key=load_or_create_secret(self.data_dir))
 
 
 def data_dir_from(env: Mapping[str, str]) -> Path:

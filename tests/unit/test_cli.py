@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lfs_server import cli
-from lfs_server.accounts import CredentialChecker
+from lfs_server.accounts import CredentialChecker, ensure_admin
 from lfs_server.db import SQLiteDatabase
 
 
@@ -118,8 +118,8 @@ def test_bad_expiry(
 
 def test_admin_from_settings(data_dir: Path) -> None:
     db = SQLiteDatabase(data_dir / "lfs.db")
-    cli.ensure_admin(db, "root", "first-password")
-    cli.ensure_admin(db, "root", "second-password")
+    ensure_admin(db, "root", "first-password")
+    ensure_admin(db, "root", "second-password")
     user = db.get_user("root")
     assert user is not None and user.is_admin
     assert CredentialChecker(db).check("root", "second-password") is not None

@@ -202,6 +202,8 @@ def test_serve_refuses_to_start(cross_device: Path, capsys: pytest.CaptureFixtur
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(serve.Supervisor, "run", must_not_start)
+        # As root serve() would drop this very process to LFS_USER.
+        patch.setattr(serve.privileges, "run_as", lambda name: None)
         assert serve.serve(Settings.from_env()) == 2
     assert_one_line_naming_the_data_dir(capsys.readouterr().err)
 
