@@ -20,6 +20,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -76,7 +77,15 @@ class CredentialChecker:
         self._lock = threading.Lock()
         self._in_flight: dict[bytes, threading.Lock] = {}
 
-    def check(self, name: str, secret: str) -> User | None:
+    def check(
+        self, name: str, secret: str, before_hash: Callable[[], None] = lambda: None
+    ) -> User | None:
+        """The user these credentials are valid for, or None.
+
+        `before_hash` runs just before a password is hashed (never for a
+        cached success or a token): the login brake counts the attempt there,
+        and refuses it by raising.
+        """
         user = self.db.get_user(name)
         if user is None:
             return None
@@ -97,6 +106,7 @@ class CredentialChecker:
         try:
             with flight:
                 if not self._cached(key):
+                    before_hash()
                     if not password_matches(user.password_hash, secret):
                         return None
                     self._remember(key)

@@ -71,14 +71,13 @@ def current_user() -> User | None:
     if credentials is not None:
         name, secret = credentials
         db = services().db
-        client = client_address()
-        token = looks_like_token(secret)
-        throttle.check(db, client, name, token)
-        user = services().credentials.check(name, secret)
+        attempt = throttle.Attempt(db, client_address(), name, looks_like_token(secret))
+        attempt.check()
+        user = services().credentials.check(name, secret, before_hash=attempt.count)
         if user is None:
-            throttle.record_failure(db, client, name, token)
+            attempt.failed()
             raise LFSError(401, "wrong user name, password or token", CHALLENGE)
-        throttle.record_success(db, client, user)
+        attempt.succeeded(user)
     g.lfs_user = user
     return user
 

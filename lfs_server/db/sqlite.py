@@ -327,6 +327,40 @@ class SQLiteDatabase:
                     (key, now + window),
                 )
 
+    def reserve_failure(
+        self, limits: dict[str, int], now: float, window: float, waived: frozenset[str]
+    ) -> set[str]:
+        """The keys (of `limits`: key -> limit) at their limit; unless one not
+        in `waived` is among them, one failure is counted under every key, in
+        the same transaction: parallel attempts cannot all pass the check."""
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM auth_failures WHERE reset_at <= ?", (now,))
+            marks = ",".join("?" * len(limits))
+            counts = dict(
+                conn.execute(
+                    f"SELECT key, count FROM auth_failures WHERE key IN ({marks})", list(limits)
+                ).fetchall()
+            )
+            over = {key for key, limit in limits.items() if counts.get(key, 0) >= limit}
+            if over <= waived:
+                for key in limits:
+                    conn.execute(
+                        "INSERT INTO auth_failures (key, count, reset_at) VALUES (?, 1, ?) "
+                        "ON CONFLICT (key) DO UPDATE SET count = count + 1",
+                        (key, now + window),
+                    )
+        return over
+
+    def forgive_failure(self, keys: list[str], now: float) -> None:
+        """Take back one failure counted under each key (the attempt succeeded)."""
+        marks = ",".join("?" * len(keys))
+        with self.transaction() as conn:
+            conn.execute(
+                f"UPDATE auth_failures SET count = count - 1 "
+                f"WHERE key IN ({marks}) AND count > 0 AND reset_at > ?",
+                (*keys, now),
+            )
+
     def last_login(self, user_id: int, network: str) -> float | None:
         row = self.conn.execute(
             "SELECT seen_at FROM good_logins WHERE user_id = ? AND network = ?",
