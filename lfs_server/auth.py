@@ -10,7 +10,6 @@ names here, so hiding them behind 404 would hide nothing.
 from __future__ import annotations
 
 import base64
-import binascii
 from dataclasses import dataclass
 
 from flask import g, request
@@ -49,7 +48,9 @@ def _basic_credentials() -> tuple[str, str] | None:
         return None
     try:
         name, sep, secret = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:
+        # Not base64 (binascii.Error), not UTF-8 (UnicodeDecodeError), or a
+        # character outside ASCII where base64 was expected (ValueError).
         raise LFSError(401, "malformed Basic credentials", CHALLENGE) from None
     if not sep:
         raise LFSError(401, "malformed Basic credentials", CHALLENGE)

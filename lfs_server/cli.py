@@ -6,6 +6,7 @@ import argparse
 import getpass
 import os
 import re
+import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -358,6 +359,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lfs-server: bad setting {exc}", file=sys.stderr)
     except (CommandError, DatabaseError) as exc:
         print(f"lfs-server: {exc}", file=sys.stderr)
+    except sqlite3.Error as exc:
+        # A database file that is not one, or that cannot be opened or written.
+        data_dir = data_dir_from(os.environ)
+        print(
+            f"lfs-server: LFS_DATA_DIR: the database in {data_dir} failed: {exc}", file=sys.stderr
+        )
     return 2
 
 
