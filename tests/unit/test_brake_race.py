@@ -16,6 +16,7 @@ from werkzeug.security import generate_password_hash
 from lfs_server import accounts, throttle
 from lfs_server.app import create_app
 from lfs_server.db import SQLiteDatabase
+from lfs_server.services import services
 from tests.unit.conftest import make_settings
 from tests.waiting import wait_until
 
@@ -29,7 +30,7 @@ CLIENT = "198.51.100.7"
 @pytest.fixture
 def app(tmp_path: Path) -> Flask:
     app = create_app(make_settings(tmp_path / "data", LFS_ANONYMOUS="none"))
-    db: SQLiteDatabase = app.extensions["lfs_db"]
+    db: SQLiteDatabase = services(app).db
     # A cheap hash: the brake does not care which one a password has.
     db.add_user("alice", generate_password_hash(PASSWORD, "pbkdf2:sha256:1"), is_admin=False)
     db.set_grant("alice", "team/*", "read")
