@@ -61,6 +61,7 @@ deps-test: deps-reach
 	$(call need,git-lfs,git-lfs)
 	$(call need,curl,curl)
 	$(call need,openssl,openssl)
+	$(call need,pg_ctlcluster,postgresql)
 
 run: deps-reach $(BIN)/.installed
 	LFS_DATA_DIR="$${LFS_DATA_DIR:-./data}" $(BIN)/lfs-server serve

@@ -10,7 +10,7 @@ from flask.json.provider import DefaultJSONProvider
 
 from lfs_server import apidoc, batch, health, locks, metrics, transfer
 from lfs_server.accounts import CredentialChecker
-from lfs_server.db import SQLiteDatabase
+from lfs_server.db import open_database
 from lfs_server.durable import fsync_new_dirs, make_dirs
 from lfs_server.errors import register_error_handlers
 from lfs_server.jsonbody import require_json_post
@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         fsync_new_dirs(make_dirs(directory))
     # The launcher's Prehasher (see prehash.py), when there is one.
     prehash_socket = os.environ.get(PREHASH_SOCKET_ENV) or None
-    db = SQLiteDatabase(settings.database_path)
+    db = open_database(settings)
     store = open_store(settings)
     verifier = UploadVerifier(prehash_socket)
     app.extensions[EXTENSION] = Services(

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from lfs_server.access import RIGHTS, normalize_pattern
 from lfs_server.accounts import hash_password, new_token, valid_user_name
-from lfs_server.db import DatabaseError, SQLiteDatabase
+from lfs_server.db import DatabaseError, open_database
 from lfs_server.privileges import become_owner_of
 from lfs_server.repos import normalize_repo
 from lfs_server.settings import SETTINGS, Settings, SettingsError, data_dir_from
@@ -87,7 +87,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_check_config(args: argparse.Namespace, settings: Settings) -> int:
     from lfs_server.serve import LaunchError, check_data_dir, check_store
 
-    SQLiteDatabase(settings.database_path)
+    open_database(settings).close()
     try:
         check_data_dir(settings)
         check_store(settings)
@@ -98,7 +98,7 @@ def cmd_check_config(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
-    db = SQLiteDatabase(settings.database_path)
+    db = open_database(settings)
     if args.action == "list":
         users = db.list_users()
         print_table(
@@ -136,7 +136,7 @@ def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_grant(args: argparse.Namespace, settings: Settings) -> int:
-    db = SQLiteDatabase(settings.database_path)
+    db = open_database(settings)
     pattern = normalize_pattern(args.pattern)
     if pattern is None:
         raise CommandError(
@@ -148,7 +148,7 @@ def cmd_grant(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace, settings: Settings) -> int:
-    db = SQLiteDatabase(settings.database_path)
+    db = open_database(settings)
     pattern = normalize_pattern(args.pattern) or args.pattern
     db.remove_grant(args.name, pattern)
     print(f"revoked {args.name}'s grant on {pattern}")
@@ -156,14 +156,14 @@ def cmd_revoke(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_grants(args: argparse.Namespace, settings: Settings) -> int:
-    db = SQLiteDatabase(settings.database_path)
+    db = open_database(settings)
     grants = db.list_grants(args.name)
     print_table([(g.user, g.pattern, g.right) for g in grants], ("USER", "PATTERN", "RIGHT"))
     return 0
 
 
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
-    db = SQLiteDatabase(settings.database_path)
+    db = open_database(settings)
     if args.action == "create":
         if not args.target:
             raise CommandError("token create: a user name is required")
@@ -205,7 +205,7 @@ def repo_argument(raw: str) -> str:
 
 def cmd_locks(args: argparse.Namespace, settings: Settings) -> int:
     repo = repo_argument(args.repo)
-    db = SQLiteDatabase(settings.database_path)
+    db = open_database(settings)
     if args.action == "list":
         print_table(
             [

@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from typing import TextIO
 
 from lfs_server.cleanup import human_bytes
-from lfs_server.db import Database, SQLiteDatabase
+from lfs_server.db import Database, open_database
 from lfs_server.settings import Settings
 from lfs_server.store import ObjectStore, StoredItem
 from lfs_server.store.factory import open_store
@@ -160,7 +160,7 @@ def check(
     progress_out = progress_out or sys.stderr
     upgrade_store(settings, progress_out)  # a store of an older version, never served yet
     store = open_store(settings)
-    db = SQLiteDatabase(settings.database_path)
+    db = open_database(settings)
     return run(store, db, repo, progress_out, report_out or sys.stdout)
 
 

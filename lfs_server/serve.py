@@ -27,7 +27,7 @@ from pathlib import Path
 
 from lfs_server import child_env, cleanup, nginx_conf, privileges
 from lfs_server.accounts import ensure_admin
-from lfs_server.db import SQLiteDatabase
+from lfs_server.db import open_database
 from lfs_server.prehash import PREHASH_SOCKET_ENV
 from lfs_server.prehash_process import PREHASH_DIR_ENV
 from lfs_server.privileges import PrivilegeError, RunAs
@@ -524,8 +524,11 @@ def serve(settings: Settings) -> int:
         check_store(settings)
         run_upgrade(settings)
         if settings.admin_user:
-            db = SQLiteDatabase(settings.database_path)
-            ensure_admin(db, settings.admin_user, settings.admin_password)
+            db = open_database(settings)
+            try:
+                ensure_admin(db, settings.admin_user, settings.admin_password)
+            finally:
+                db.close()
         sweep_stale_uploads(settings)
         return Supervisor(settings, user).run(run_dir)
     except PrivilegeError as exc:

@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from lfs_server.durable import fsync_dir
 
@@ -48,6 +49,15 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "LFS_PREVIOUS_SECRET_KEYS": (
         "",
         "comma-separated old keys still accepted for verifying tokens (key rotation)",
+    ),
+    "LFS_DATABASE_URL": (
+        "",
+        "postgresql://user[:password]@host[:port]/database[?sslmode=...]: keep accounts, "
+        "tokens, locks and the object index in PostgreSQL (empty: SQLite in LFS_DATA_DIR)",
+    ),
+    "LFS_DATABASE_PASSWORD_FILE": (
+        "",
+        "file holding the password of the LFS_DATABASE_URL user (a Docker secret)",
     ),
     "LFS_STORE": (
         "local",
@@ -307,6 +317,9 @@ class Settings:
     user: str = "lfs"
     s3: S3Settings = field(default_factory=S3Settings)
     store: str = "local"
+    # PostgreSQL's connection URL without its password (empty: SQLite), and the password.
+    database_url: str = field(default="", repr=False)
+    database_password: str = field(default="", repr=False)
     # True when LFS_PUBLIC_URL is unset and LFS_LISTEN is a wildcard address:
     # hrefs then name localhost, and the launcher warns.
     public_url_guessed: bool = False
@@ -385,6 +398,7 @@ class Settings:
         stop_grace = parse_int("LFS_STOP_GRACE", get("LFS_STOP_GRACE", "60"), 1, 3600)
         admin_user = get("LFS_ADMIN_USER", "").strip()
         admin_password = admin_password_from(env, admin_user)
+        database_url, database_password = database_from(env)
         explicit_secret = env.get("LFS_SECRET_KEY", "")
         if explicit_secret:
             secret = check_secret("LFS_SECRET_KEY", explicit_secret)
@@ -417,6 +431,8 @@ class Settings:
             user=get("LFS_USER", "lfs").strip(),
             s3=s3,
             store=store,
+            database_url=database_url,
+            database_password=database_password,
         )
 
     def with_secret(self) -> Settings:
@@ -430,6 +446,46 @@ def data_dir_from(env: Mapping[str, str]) -> Path:
     """LFS_DATA_DIR alone: admin commands look at its owner before reading the rest."""
     raw = env.get("LFS_DATA_DIR", "")
     return Path(raw if raw.strip() else "./data").expanduser().absolute()
+
+
+def database_from(env: Mapping[str, str]) -> tuple[str, str]:
+    """LFS_DATABASE_URL without its password, and the password (from the URL or
+    LFS_DATABASE_PASSWORD_FILE). No message shows the URL: it may hold the password."""
+    raw = env.get("LFS_DATABASE_URL", "").strip()
+    password_file = env.get("LFS_DATABASE_PASSWORD_FILE", "").strip()
+    if not raw:
+        if password_file:
+            raise SettingsError("LFS_DATABASE_PASSWORD_FILE: set LFS_DATABASE_URL too")
+        return "", ""
+    parts = urlsplit(raw)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise SettingsError(
+            "LFS_DATABASE_URL: expected postgresql://user@host[:port]/database "
+            f"(scheme {parts.scheme!r} is not postgresql)"
+        )
+    try:
+        parts.port  # noqa: B018 (validates the port)
+    except ValueError:
+        raise SettingsError("LFS_DATABASE_URL: the port is not a number from 1 to 65535") from None
+    if not parts.hostname or not parts.path.strip("/") or not parts.username:
+        raise SettingsError(
+            "LFS_DATABASE_URL: expected postgresql://user@host[:port]/database "
+            "(a user, a host and a database name)"
+        )
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, _, url_password = userinfo.partition(":")
+    password = unquote(url_password)
+    if password_file:
+        if password:
+            raise SettingsError(
+                "LFS_DATABASE_PASSWORD_FILE: the password is in LFS_DATABASE_URL already; "
+                "set one of them"
+            )
+        path = readable_file("LFS_DATABASE_PASSWORD_FILE", password_file)
+        assert path is not None
+        password = path.read_text().strip("\r\n")
+    url = urlunsplit((parts.scheme, f"{user}@{hostport}", parts.path, parts.query, ""))
+    return url, password
 
 
 def admin_password_from(env: Mapping[str, str], admin_user: str) -> str:

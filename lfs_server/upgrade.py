@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from lfs_server.db import Database, IndexedObject, SQLiteDatabase
+from lfs_server.db import Database, IndexedObject, open_database
 from lfs_server.durable import fsync_dir, fsync_new_dirs, make_dirs
 from lfs_server.repos import normalize_repo
 from lfs_server.settings import Settings
@@ -112,11 +112,16 @@ def upgrade_store(settings: Settings, out: TextIO | None = None) -> Upgraded | N
     """Upgrade the local store once; None when there was nothing to do."""
     if settings.store != "local":
         return None
-    db = SQLiteDatabase(settings.database_path)
-    if db.upgrade_done(NAME):
-        return None
-    done = upgrade(settings.objects_dir, settings.data_dir / "quarantine", db, out or sys.stderr)
-    db.mark_upgrade_done(NAME, int(time.time()))
+    db = open_database(settings)
+    try:
+        if db.upgrade_done(NAME):
+            return None
+        done = upgrade(
+            settings.objects_dir, settings.data_dir / "quarantine", db, out or sys.stderr
+        )
+        db.mark_upgrade_done(NAME, int(time.time()))
+    finally:
+        db.close()
     return done if done.objects or done.quarantined else None
 
 

@@ -49,8 +49,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         shutil.rmtree(run_root, ignore_errors=True)
 
 
-# The real S3 server (SeaweedFS) and the AWS SDK environment for it.
-pytest_plugins = ("tests.engines.seaweedfs",)
+# The real S3 server (SeaweedFS) and the AWS SDK environment for it; a real
+# PostgreSQL server.
+pytest_plugins = ("tests.engines.seaweedfs", "tests.engines.postgres")
+
+SQLITE, POSTGRESQL = "sqlite", "postgresql"
+
+
+@pytest.fixture(params=[SQLITE, POSTGRESQL])
+def database_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The settings that put a server on each database: none for SQLite in the
+    data dir, LFS_DATABASE_URL of a fresh database on the session's PostgreSQL."""
+    if request.param == SQLITE:
+        return {}
+    return {"LFS_DATABASE_URL": request.getfixturevalue("postgres").new_database()}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

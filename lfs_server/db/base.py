@@ -1,6 +1,6 @@
 """What the server needs from its database: users, access tokens, grants,
-failure counters, recent good logins, locks and the object index. A
-PostgreSQL backend implements the same Protocol; nothing outside
+failure counters, recent good logins, locks and the object index. The
+SQLite and PostgreSQL backends implement this Protocol; nothing outside
 lfs_server/db speaks SQL."""
 
 from __future__ import annotations
@@ -74,6 +74,12 @@ class IndexedObject:
 
 
 class Database(Protocol):
+    def schema_version(self) -> int:
+        """The schema's version (a cheap read: the health check's probe)."""
+
+    def close(self) -> None:
+        """Let go of the connections."""
+
     def get_user(self, name: str) -> User | None: ...
     def list_users(self) -> list[User]: ...
     def add_user(self, name: str, password_hash: str | None, is_admin: bool) -> User: ...

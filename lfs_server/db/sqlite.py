@@ -17,105 +17,11 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from lfs_server.db.base import AccessToken, DatabaseError, IndexedObject, Lock, RepoGrant, User
+from lfs_server.db.migrations import MIGRATIONS as SHARED_MIGRATIONS
+from lfs_server.db.migrations import statements, too_new
 
-MIGRATIONS: list[str] = [
-    # 1: accounts, access tokens, grants, authentication failure counters
-    """
-    CREATE TABLE users (
-        id INTEGER PRIMARY KEY,
-        name TEXT NOT NULL UNIQUE,
-        password_hash TEXT,
-        is_admin INTEGER NOT NULL DEFAULT 0,
-        created_at INTEGER NOT NULL
-    );
-    CREATE TABLE tokens (
-        id TEXT PRIMARY KEY,
-        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-        secret_hash TEXT NOT NULL,
-        note TEXT NOT NULL DEFAULT '',
-        created_at INTEGER NOT NULL,
-        expires_at INTEGER,
-        last_used_at INTEGER
-    );
-    CREATE INDEX tokens_user ON tokens(user_id);
-    CREATE TABLE grants (
-        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-        pattern TEXT NOT NULL,
-        access TEXT NOT NULL CHECK (access IN ('read', 'write', 'admin')),
-        PRIMARY KEY (user_id, pattern)
-    );
-    CREATE TABLE auth_failures (
-        key TEXT PRIMARY KEY,
-        count INTEGER NOT NULL,
-        reset_at REAL NOT NULL
-    );
-    """,
-    # 2: file locks, unique per (repository, path). `seq` orders pages; it comes
-    # from lock_sequence, which only ever grows, so a deleted lock's number is
-    # never reused and a cursor (the last seq seen) stays valid across deletes.
-    """
-    CREATE TABLE locks (
-        id TEXT PRIMARY KEY,
-        repo TEXT NOT NULL,
-        path TEXT NOT NULL,
-        owner TEXT NOT NULL,
-        locked_at INTEGER NOT NULL,
-        seq INTEGER NOT NULL UNIQUE,
-        UNIQUE (repo, path)
-    );
-    CREATE INDEX locks_repo_seq ON locks(repo, seq);
-    CREATE TABLE lock_sequence (
-        last INTEGER NOT NULL
-    );
-    INSERT INTO lock_sequence (last) VALUES (0);
-    """,
-    # 3: the client networks each user logged in from lately (exempt from the
-    # login brake's per-user cap; see throttle.py), gone with the user.
-    """
-    CREATE TABLE good_logins (
-        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-        network TEXT NOT NULL,
-        seen_at REAL NOT NULL,
-        PRIMARY KEY (user_id, network)
-    );
-    """,
-    # 4: identities. users.id is no identity (SQLite may hand a removed user's
-    # id to the next new user), so each user gets `uid`, 128 random bits in
-    # hex that no later user shares; locks record their owner's uid. Existing
-    # locks take the uid of their owner name's current user; the anonymous
-    # owner's identity is 'anonymous' (auth.ANONYMOUS_UID); a lock whose owner
-    # no longer exists gets '', which is nobody's. (ADD COLUMN cannot be
-    # UNIQUE in SQLite: the unique index says it.)
-    """
-    ALTER TABLE users ADD COLUMN uid TEXT NOT NULL DEFAULT '';
-    UPDATE users SET uid = lower(hex(randomblob(16)));
-    CREATE UNIQUE INDEX users_uid ON users(uid);
-    ALTER TABLE locks ADD COLUMN owner_uid TEXT NOT NULL DEFAULT '';
-    UPDATE locks SET owner_uid = CASE
-        WHEN owner = 'anonymous' THEN 'anonymous'
-        ELSE COALESCE((SELECT uid FROM users WHERE users.name = locks.owner), '')
-    END;
-    """,
-    # 5: the object index: which repository may see which stored oid (objects
-    # are stored once per oid), its size and since when. The primary key
-    # answers a batch (one repository, many oids); objects_oid walks the
-    # whole index in oid order (fsck) and finds every repository of an oid.
-    # `upgrades` records one-time data upgrades done (upgrade.py).
-    """
-    CREATE TABLE objects (
-        repo TEXT NOT NULL,
-        oid TEXT NOT NULL,
-        size BIGINT NOT NULL,
-        stored_at BIGINT NOT NULL,
-        PRIMARY KEY (repo, oid)
-    );
-    CREATE INDEX objects_oid ON objects(oid, repo);
-    CREATE TABLE upgrades (
-        name TEXT PRIMARY KEY,
-        done_at BIGINT NOT NULL
-    );
-    """,
-]
+# The SQLite side of the shared history, one script per version.
+MIGRATIONS: list[str] = [migration.sqlite for migration in SHARED_MIGRATIONS]
 
 
 class SQLiteDatabase:
@@ -136,6 +42,13 @@ class SQLiteDatabase:
             conn.execute("PRAGMA synchronous = FULL")
             self._local.conn = conn
         return conn
+
+    def close(self) -> None:
+        """Close this thread's connection (others close with their threads)."""
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            conn.close()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -170,14 +83,10 @@ class SQLiteDatabase:
         with self.transaction() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > len(MIGRATIONS):
-                raise DatabaseError(
-                    f"the database schema (version {version}) is newer than this server "
-                    f"(version {len(MIGRATIONS)}): upgrade the server"
-                )
+                raise DatabaseError(too_new(version))
             for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                for statement in script.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+                for statement in statements(script):
+                    conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {number}")
 
     def schema_version(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from lfs_server.app import create_app
+from lfs_server.db import Database, open_database
 from lfs_server.settings import Settings
 
 
@@ -24,3 +26,11 @@ def app(tmp_path: Path) -> Flask:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture
+def db(tmp_path: Path, database_env: dict[str, str]) -> Iterator[Database]:
+    """The database contract's subject: each test runs on SQLite and on PostgreSQL."""
+    database = open_database(make_settings(tmp_path / "data", **database_env))
+    yield database
+    database.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from werkzeug.security import generate_password_hash
 
 from lfs_server import cli, locks
 from lfs_server.app import create_app
-from lfs_server.db import SQLiteDatabase
+from lfs_server.db import Database, Lock, SQLiteDatabase
 from lfs_server.db.sqlite import MIGRATIONS
 from lfs_server.services import services
 from lfs_server.settings import Settings
@@ -29,8 +30,9 @@ AS_ALICE = {"Accept": LFS, **basic("alice", PASSWORD)}
 RFC3339_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 
-def make_app(data_dir: Path, anonymous: str) -> Flask:
-    app = create_app(Settings.from_env({"LFS_DATA_DIR": str(data_dir), "LFS_ANONYMOUS": anonymous}))
+def make_app(data_dir: Path, anonymous: str, database_env: dict[str, str] | None = None) -> Flask:
+    env = {"LFS_DATA_DIR": str(data_dir), "LFS_ANONYMOUS": anonymous, **(database_env or {})}
+    app = create_app(Settings.from_env(env))
     app.config["TESTING"] = True
     return app
 
@@ -42,20 +44,22 @@ def password_hash() -> str:
 
 
 @pytest.fixture
-def lock_app(tmp_path: Path, password_hash: str) -> Flask:
-    app = make_app(tmp_path / "data", "none")
-    db: SQLiteDatabase = services(app).db
+def lock_app(tmp_path: Path, password_hash: str, database_env: dict[str, str]) -> Iterator[Flask]:
+    """The app on each database (SQLite, PostgreSQL): the lock tests are its contract."""
+    app = make_app(tmp_path / "data", "none", database_env)
+    db: Database = services(app).db
     for name in ("alice", "bob", "carol", "boss", "root"):
         db.add_user(name, password_hash, is_admin=name == "root")
     db.set_grant("alice", "team/*", "write")
     db.set_grant("bob", "team/*", "write")
     db.set_grant("carol", REPO, "read")
     db.set_grant("boss", REPO, "admin")
-    return app
+    yield app
+    db.close()
 
 
 @pytest.fixture
-def db(lock_app: Flask) -> SQLiteDatabase:
+def db(lock_app: Flask) -> Database:
     return services(lock_app).db
 
 
@@ -222,7 +226,7 @@ def test_racing_creates_make_exactly_one_lock(lock_app: Flask) -> None:
     assert all(body["lock"] == winners[0]["lock"] for body in bodies)
 
 
-def test_database_race_exactly_one_created(db: SQLiteDatabase) -> None:
+def test_database_race_exactly_one_created(db: Database) -> None:
     results: list[bool] = []
     barrier = threading.Barrier(10)
 
@@ -237,6 +241,26 @@ def test_database_race_exactly_one_created(db: SQLiteDatabase) -> None:
     for thread in threads:
         thread.join()
     assert sorted(results) == [False] * 9 + [True]
+
+
+def test_twenty_parallel_creates_of_one_path_make_one_lock(db: Database) -> None:
+    """Each thread its own connection (SQLite per thread, PostgreSQL from the pool)."""
+    outcomes: list[tuple[Lock, bool]] = []
+    barrier = threading.Barrier(20)
+
+    def attempt(i: int) -> None:
+        barrier.wait()
+        outcomes.append(db.create_lock(f"id{i}", REPO, "one.bin", f"u{i}", 0, owner_uid=str(i)))
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    winners = [lock for lock, created in outcomes if created]
+    assert len(outcomes) == 20 and len(winners) == 1
+    assert all(lock == winners[0] for lock, _ in outcomes)
+    assert db.list_locks(REPO, path="one.bin") == winners
 
 
 # rights
@@ -315,7 +339,7 @@ def test_force_on_own_lock_needs_only_write(alice: LockApi) -> None:
     assert alice.unlock(lock["id"], force=True).status_code == 200
 
 
-def test_admin_of_one_repo_cannot_force_in_another(db: SQLiteDatabase, client: FlaskClient) -> None:
+def test_admin_of_one_repo_cannot_force_in_another(db: Database, client: FlaskClient) -> None:
     # boss is admin on team/proj but only a writer on team/other
     db.set_grant("boss", "team/other", "write")
     lock = lock_api(client, "bob", repo="team/other").create("a.bin").get_json()["lock"]
@@ -420,13 +444,13 @@ def test_cursor_in_a_body_must_be_a_string(alice: LockApi, cursor: Any) -> None:
     assert_lfs_error(alice.verify(cursor=cursor), 422)
 
 
-def uid(db: SQLiteDatabase, name: str) -> str:
+def uid(db: Database, name: str) -> str:
     user = db.get_user(name)
     assert user is not None
     return user.uid
 
 
-def fill(db: SQLiteDatabase, count: int, owner: str = "alice", repo: str = REPO) -> None:
+def fill(db: Database, count: int, owner: str = "alice", repo: str = REPO) -> None:
     for i in range(count):
         db.create_lock(
             locks.new_lock_id(),
@@ -438,14 +462,14 @@ def fill(db: SQLiteDatabase, count: int, owner: str = "alice", repo: str = REPO)
         )
 
 
-def test_pages_cover_every_lock_once(db: SQLiteDatabase, alice: LockApi) -> None:
+def test_pages_cover_every_lock_once(db: Database, alice: LockApi) -> None:
     fill(db, 25)
     for limit in (1, 7, 10, 25, 26, 1000):
         seen = walk(alice, limit)
         assert [lock["path"] for lock in seen] == [f"file{i:04}.bin" for i in range(25)]
 
 
-def test_a_full_last_page_has_no_next_cursor(db: SQLiteDatabase, alice: LockApi) -> None:
+def test_a_full_last_page_has_no_next_cursor(db: Database, alice: LockApi) -> None:
     fill(db, 10)
     body = alice.list(limit=10).get_json()
     assert len(body["locks"]) == 10
@@ -456,7 +480,7 @@ def test_a_full_last_page_has_no_next_cursor(db: SQLiteDatabase, alice: LockApi)
     assert "next_cursor" not in body
 
 
-def test_default_and_maximum_page_size(db: SQLiteDatabase, alice: LockApi) -> None:
+def test_default_and_maximum_page_size(db: Database, alice: LockApi) -> None:
     assert (locks.DEFAULT_LIMIT, locks.MAX_LIMIT) == (100, 1000)
     fill(db, locks.MAX_LIMIT + 1)
     body = alice.list().get_json()
@@ -472,7 +496,7 @@ def test_default_and_maximum_page_size(db: SQLiteDatabase, alice: LockApi) -> No
     assert len(alice.verify(limit=5000).get_json()["ours"]) == locks.MAX_LIMIT
 
 
-def test_deletes_between_pages_skip_nothing(db: SQLiteDatabase, alice: LockApi) -> None:
+def test_deletes_between_pages_skip_nothing(db: Database, alice: LockApi) -> None:
     fill(db, 30)
     first = alice.list(limit=10).get_json()
     seen = first["locks"]
@@ -492,7 +516,7 @@ def test_deletes_between_pages_skip_nothing(db: SQLiteDatabase, alice: LockApi) 
     assert set(ids) == expected
 
 
-def test_a_deleted_sequence_number_is_never_reused(db: SQLiteDatabase, alice: LockApi) -> None:
+def test_a_deleted_sequence_number_is_never_reused(db: Database, alice: LockApi) -> None:
     fill(db, 3)
     body = alice.list(limit=3).get_json()
     assert "next_cursor" not in body
@@ -503,7 +527,7 @@ def test_a_deleted_sequence_number_is_never_reused(db: SQLiteDatabase, alice: Lo
     assert rest == {"locks": [fresh]}
 
 
-def test_verify_splits_ours_and_theirs_across_pages(db: SQLiteDatabase, alice: LockApi) -> None:
+def test_verify_splits_ours_and_theirs_across_pages(db: Database, alice: LockApi) -> None:
     for i in range(9):
         owner = "alice" if i % 3 == 0 else "bob"
         db.create_lock(locks.new_lock_id(), REPO, f"f{i}.bin", owner, 0, owner_uid=uid(db, owner))
@@ -528,7 +552,7 @@ def test_verify_splits_ours_and_theirs_across_pages(db: SQLiteDatabase, alice: L
     assert theirs == ["f1.bin", "f2.bin", "f4.bin", "f5.bin", "f7.bin", "f8.bin"]
 
 
-def test_locked_at_is_rfc3339_utc(db: SQLiteDatabase, alice: LockApi) -> None:
+def test_locked_at_is_rfc3339_utc(db: Database, alice: LockApi) -> None:
     db.create_lock("fixed", REPO, "a.bin", "alice", 1_795_268_151, owner_uid=uid(db, "alice"))
     assert alice.list().get_json()["locks"][0]["locked_at"] == "2026-11-21T13:35:51Z"
 
@@ -554,7 +578,10 @@ def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
     assert created and lock.seq == 1
 
 
-def test_the_schema_itself_refuses_a_second_lock_on_a_path(db: SQLiteDatabase) -> None:
+def test_the_schema_itself_refuses_a_second_lock_on_a_path(tmp_path: Path) -> None:
+    db = SQLiteDatabase(tmp_path / "lfs.db")
+    for name in ("alice", "bob"):
+        db.add_user(name, None, is_admin=False)
     db.create_lock("first", REPO, "a.bin", "alice", 0, owner_uid=uid(db, "alice"))
     with pytest.raises(sqlite3.IntegrityError):
         db.conn.execute(
