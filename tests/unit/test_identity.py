@@ -12,6 +12,7 @@ import hashlib
 import re
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import jwt
@@ -23,7 +24,7 @@ from werkzeug.security import generate_password_hash
 from lfs_server.accounts import new_token
 from lfs_server.app import create_app
 from lfs_server.auth import ANONYMOUS_UID
-from lfs_server.db import SQLiteDatabase
+from lfs_server.db import Database, SQLiteDatabase
 from lfs_server.db.sqlite import MIGRATIONS
 from lfs_server.services import services
 from lfs_server.tokens import Grant, TokenError, TokenSigner, key_id
@@ -43,12 +44,12 @@ def basic(name: str) -> dict[str, str]:
     return {"Authorization": f"Basic {encoded}", "Accept": LFS}
 
 
-def add_writer(db: SQLiteDatabase, name: str) -> None:
+def add_writer(db: Database, name: str) -> None:
     db.add_user(name, PASSWORD_HASH, is_admin=False)
     db.set_grant(name, "team/*", "write")
 
 
-def recreate(db: SQLiteDatabase, name: str) -> None:
+def recreate(db: Database, name: str) -> None:
     """Remove a user and add the name again with the same password and grants."""
     grants = db.list_grants(name)
     db.remove_user(name)
@@ -60,8 +61,7 @@ def recreate(db: SQLiteDatabase, name: str) -> None:
 # the database
 
 
-def test_every_user_has_a_distinct_random_uid(tmp_path: Path) -> None:
-    db = SQLiteDatabase(tmp_path / "lfs.db")
+def test_every_user_has_a_distinct_random_uid(db: Database) -> None:
     users = [db.add_user(f"u{i}", None, is_admin=False) for i in range(20)]
     assert all(UID_RE.fullmatch(user.uid) for user in users)
     assert len({user.uid for user in users}) == 20
@@ -167,17 +167,18 @@ def test_tokens_carry_the_uid_and_stay_pyjwt_identical() -> None:
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Flask:
-    app = create_app(make_settings(tmp_path / "data", LFS_ANONYMOUS="none"))
+def app(tmp_path: Path, database_env: dict[str, str]) -> Iterator[Flask]:
+    app = create_app(make_settings(tmp_path / "data", LFS_ANONYMOUS="none", **database_env))
     app.config["TESTING"] = True
-    db: SQLiteDatabase = services(app).db
+    db: Database = services(app).db
     add_writer(db, "alice")
     db.add_user("boss", PASSWORD_HASH, is_admin=False)
     db.set_grant("boss", REPO, "admin")
     upload = services(app).settings.upload_tmp_dir / "hello"
     upload.write_bytes(DATA)
     services(app).objects.accept(REPO, OID, len(DATA), upload)
-    return app
+    yield app
+    db.close()
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from werkzeug.security import generate_password_hash
 from lfs_server import accounts, throttle
 from lfs_server.accounts import new_token
 from lfs_server.app import create_app
-from lfs_server.db import SQLiteDatabase
+from lfs_server.db import Database
 from lfs_server.services import services
 from tests.unit.conftest import make_settings
 
@@ -32,13 +32,15 @@ CHEAP_HASH = generate_password_hash(PASSWORD, "pbkdf2:sha256:1")
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Flask:
-    app = create_app(make_settings(tmp_path / "data", LFS_ANONYMOUS="none"))
-    db: SQLiteDatabase = services(app).db
+def app(tmp_path: Path, database_env: dict[str, str]) -> Iterator[Flask]:
+    """The app on each database (SQLite, PostgreSQL): the brake's state is in it."""
+    app = create_app(make_settings(tmp_path / "data", LFS_ANONYMOUS="none", **database_env))
+    db: Database = services(app).db
     for name in ("alice", "bob"):
         db.add_user(name, CHEAP_HASH, is_admin=False)
         db.set_grant(name, "team/*", "read")
-    return app
+    yield app
+    db.close()
 
 
 @pytest.fixture
@@ -121,7 +123,7 @@ def test_addresses_that_logged_in_lately_are_exempt(client: FlaskClient) -> None
 
 
 def test_a_good_login_is_forgotten_after_its_time(client: FlaskClient, app: Flask) -> None:
-    db: SQLiteDatabase = services(app).db
+    db: Database = services(app).db
     alice = db.get_user("alice")
     assert alice is not None
     db.remember_login(alice.id, "192.0.2.20", 0.0, 0.0)  # long ago
@@ -130,7 +132,7 @@ def test_a_good_login_is_forgotten_after_its_time(client: FlaskClient, app: Flas
 
 
 def test_a_recreated_user_does_not_inherit_good_logins(client: FlaskClient, app: Flask) -> None:
-    db: SQLiteDatabase = services(app).db
+    db: Database = services(app).db
     assert login(client, "bob", PASSWORD, "192.0.2.30") == 200
     db.remove_user("bob")
     db.add_user("bob", CHEAP_HASH, is_admin=False)
@@ -142,7 +144,7 @@ def test_a_recreated_user_does_not_inherit_good_logins(client: FlaskClient, app:
 def test_good_logins_are_written_at_most_once_a_day(
     client: FlaskClient, app: Flask, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    db: SQLiteDatabase = services(app).db
+    db: Database = services(app).db
     writes: list[str] = []
     real = db.remember_login
 
@@ -159,7 +161,7 @@ def test_good_logins_are_written_at_most_once_a_day(
 def test_access_tokens_are_never_slowed_by_the_per_user_cap(
     client: FlaskClient, app: Flask
 ) -> None:
-    db: SQLiteDatabase = services(app).db
+    db: Database = services(app).db
     token_id, token, secret_hash = new_token()
     db.add_token("alice", token_id, secret_hash, "ci", None)
     botnet(client, "alice")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lfs_server.db import SQLiteDatabase
+from lfs_server.db import Database
 from lfs_server.store import CommitError, LocalStore, ObjectIndex, UploadVerifier, is_valid_oid
 
 
@@ -20,8 +20,9 @@ def store(tmp_path: Path) -> LocalStore:
 
 
 @pytest.fixture
-def index(store: LocalStore, tmp_path: Path) -> ObjectIndex:
-    return ObjectIndex(store, SQLiteDatabase(tmp_path / "lfs.db"), UploadVerifier())
+def index(store: LocalStore, db: Database) -> ObjectIndex:
+    """The index on each database (SQLite, PostgreSQL)."""
+    return ObjectIndex(store, db, UploadVerifier())
 
 
 def upload(store: LocalStore, data: bytes, name: str = "upload") -> tuple[str, Path]:
