@@ -7,8 +7,12 @@ from typing import Any
 from flask import Flask, Response, json
 from werkzeug.exceptions import HTTPException
 
+from lfs_server.db import DatabaseUnavailable
+
 LFS_MEDIA_TYPE = "application/vnd.git-lfs+json"
 DOCS_URL = "https://github.com/git-lfs/git-lfs/tree/main/docs/api"
+# Seconds a client is asked to wait while the database does not answer.
+DATABASE_RETRY_AFTER = "5"
 
 
 class LFSError(Exception):
@@ -45,6 +49,17 @@ def register_error_handlers(app: Flask) -> None:
             allowed = exc.get_headers()
             response.headers.update({k: v for k, v in allowed if k == "Allow"})
         return response
+
+    @app.errorhandler(DatabaseUnavailable)
+    def _database_unavailable(exc: DatabaseUnavailable) -> Response:
+        # 429, not 503: git-lfs retries a 429 after Retry-After, and treats a
+        # 5xx from batch as fatal. One line in the log, no traceback.
+        app.logger.warning("%s", exc)
+        return error_response(
+            429,
+            "the database is not answering: try again shortly",
+            {"Retry-After": DATABASE_RETRY_AFTER},
+        )
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app
 
+from lfs_server.db import DatabaseUnavailable
 from lfs_server.errors import lfs_json
 from lfs_server.services import services
 
@@ -25,6 +26,9 @@ def run_checks() -> dict[str, str]:
 def _database() -> str:
     try:
         services().db.schema_version()  # a read of the file's header
+    except DatabaseUnavailable as exc:
+        current_app.logger.warning("health check: %s", exc)
+        return "not answering"
     except Exception:  # whatever the backend raises, it did not answer
         current_app.logger.exception("health check: the database did not answer")
         return "not answering"

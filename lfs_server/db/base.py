@@ -14,6 +14,12 @@ class DatabaseError(Exception):
     """A request the database refuses (unknown user, duplicate name, ...)."""
 
 
+class DatabaseUnavailable(Exception):
+    """The database did not answer (down, failing over, out of connections): a
+    request may be tried again shortly. Not a DatabaseError: no caller mistakes
+    it for a refusal. The message names LFS_DATABASE_URL's host, never the URL."""
+
+
 @dataclass(frozen=True)
 class User:
     """`uid` is the user's identity: random, never reused, so a user removed

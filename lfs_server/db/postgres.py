@@ -19,15 +19,25 @@ from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import errors
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
-from lfs_server.db.base import AccessToken, DatabaseError, IndexedObject, Lock, RepoGrant, User
+from lfs_server.db.base import (
+    AccessToken,
+    DatabaseError,
+    DatabaseUnavailable,
+    IndexedObject,
+    Lock,
+    RepoGrant,
+    User,
+)
 from lfs_server.db.migrations import MIGRATIONS, statements, too_new
 
 # pg_advisory_xact_lock keys (arbitrary constants of this application).
 MIGRATION_LOCK = 0x1F5_0001
 LOCK_SEQUENCE_LOCK = 0x1F5_0002
 CONNECT_TIMEOUT = 10
+# How long a request waits for a pooled connection before it is told to retry.
+CHECKOUT_TIMEOUT = 5.0
 
 
 def where(url: str) -> str:
@@ -54,8 +64,17 @@ class PostgresDatabase:
         if password:
             self._kwargs["password"] = password
         self._migrate()
+        # check: a connection the server dropped (a restart, a failover) is
+        # replaced at checkout instead of failing a request; the pool reconnects
+        # in the background, so requests succeed again once the server is back.
         self.pool = ConnectionPool(
-            url, kwargs=self._kwargs, min_size=1, max_size=max(1, pool_size), open=False
+            url,
+            kwargs=self._kwargs,
+            min_size=1,
+            max_size=max(1, pool_size),
+            timeout=CHECKOUT_TIMEOUT,
+            check=ConnectionPool.check_connection,
+            open=False,
         )
         self.pool.open()
 
@@ -65,9 +84,13 @@ class PostgresDatabase:
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Connection]:
         """One pooled connection in a transaction: COMMIT when the body returns,
-        ROLLBACK on any failure (psycopg's pool does both)."""
-        with self.pool.connection() as conn:
-            yield conn
+        ROLLBACK on any failure (psycopg's pool does both). A connection
+        that fails or none to be had is DatabaseUnavailable."""
+        try:
+            with self.pool.connection() as conn:
+                yield conn
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise DatabaseUnavailable(str(unavailable(self._url, exc))) from None
 
     def _migrate(self) -> None:
         try:
