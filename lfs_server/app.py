@@ -19,7 +19,7 @@ from lfs_server.services import EXTENSION, Services
 from lfs_server.settings import Settings
 from lfs_server.store import ObjectIndex, UploadVerifier
 from lfs_server.store.factory import open_store
-from lfs_server.tokens import TokenSigner
+from lfs_server.tokens import TokenSigner, signing_key
 
 
 class JSONProvider(DefaultJSONProvider):
@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         store=store,
         verifier=verifier,
         objects=ObjectIndex(store, db, verifier),
-        signer=TokenSigner(settings.secret_key, settings.previous_secret_keys),
+        signer=TokenSigner(signing_key(settings, db), settings.previous_secret_keys),
         credentials=CredentialChecker(db),
     )
     for blueprint in (health.bp, apidoc.bp, transfer.bp, batch.bp, locks.bp):

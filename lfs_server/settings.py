@@ -44,7 +44,8 @@ SETTINGS: dict[str, tuple[str, str]] = {
     ),
     "LFS_SECRET_KEY": (
         "generated",
-        "token signing key, at least 32 bytes; generated once and kept in the data dir when unset",
+        "token signing key, at least 32 bytes; when unset generated once and kept in the "
+        "data dir (in the database with LFS_DATABASE_URL, shared by every server on it)",
     ),
     "LFS_PREVIOUS_SECRET_KEYS": (
         "",
@@ -320,6 +321,9 @@ class Settings:
     # PostgreSQL's connection URL without its password (empty: SQLite), and the password.
     database_url: str = field(default="", repr=False)
     database_password: str = field(default="", repr=False)
+    # True when the signing key is the one kept in the shared database (PostgreSQL
+    # and no LFS_SECRET_KEY): secret_key is then empty until the app reads it.
+    secret_in_database: bool = False
     # True when LFS_PUBLIC_URL is unset and LFS_LISTEN is a wildcard address:
     # hrefs then name localhost, and the launcher warns.
     public_url_guessed: bool = False
@@ -402,6 +406,8 @@ class Settings:
         explicit_secret = env.get("LFS_SECRET_KEY", "")
         if explicit_secret:
             secret = check_secret("LFS_SECRET_KEY", explicit_secret)
+        elif database_url:
+            secret = b""  # every server on the database shares one: tokens.signing_key
         elif read_key_file:
             secret = load_or_create_secret(data_dir)
         else:
@@ -433,11 +439,12 @@ class Settings:
             store=store,
             database_url=database_url,
             database_password=database_password,
+            secret_in_database=database_url != "" and not explicit_secret,
         )
 
     def with_secret(self) -> Settings:
         """These settings with the key file read (or created) if it was not yet."""
-        if self.secret_key:
+        if self.secret_key or self.secret_in_database:
             return self
         return replace(self, secret_key=load_or_create_secret(self.data_dir))
 

@@ -14,10 +14,19 @@ import base64
 import hashlib
 import hmac
 import json
+import secrets
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import jwt
+
+if TYPE_CHECKING:
+    from lfs_server.db import Database
+    from lfs_server.settings import Settings
+
+# The name of the signing key kept in a shared database (server_keys).
+SHARED_SIGNING_KEY = "transfer-token-signing"
 
 ALGORITHM = "HS256"
 OPERATIONS = ("upload", "download", "verify")
@@ -129,3 +138,12 @@ class BatchSigner:
             raise ValueError("tokens are only signed for a valid operation and oid")
         payload = f'{self._head}{oid}","size":{size:d},"op":"{op}"{self._tail}'
         return self._signer._sign_payload(payload)
+
+
+def signing_key(settings: Settings, db: Database) -> bytes:
+    """LFS_SECRET_KEY, or the data dir's generated key; on PostgreSQL without
+    LFS_SECRET_KEY, the key generated once and kept in the database, so a token
+    one server signs is valid on every other (never a key per server)."""
+    if not settings.secret_in_database:
+        return settings.secret_key
+    return db.shared_key(SHARED_SIGNING_KEY, secrets.token_urlsafe(48)).encode()

@@ -150,3 +150,7 @@ class Database(Protocol):
         """Whether the one-time data upgrade `name` has completed."""
 
     def mark_upgrade_done(self, name: str, when: int) -> None: ...
+
+    def shared_key(self, name: str, candidate: str) -> str:
+        """The key kept under `name`; `candidate` becomes it when there is none
+        (of servers racing to store theirs, one wins and all get the winner's)."""

@@ -203,6 +203,16 @@ MIGRATIONS: list[Migration] = [
     );
     """,
     ),
+    # 6: keys every server on a shared database must agree on (the transfer
+    # token signing key when LFS_SECRET_KEY is unset), generated once.
+    Migration(
+        sqlite="""
+    CREATE TABLE server_keys (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """
+    ),
 ]
 
 

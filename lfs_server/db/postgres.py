@@ -415,6 +415,17 @@ class PostgresDatabase:
     def upgrade_done(self, name: str) -> bool:
         return self._one("SELECT 1 FROM upgrades WHERE name = %s", (name,)) is not None
 
+    def shared_key(self, name: str, candidate: str) -> str:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO server_keys (name, value) VALUES (%s, %s) "
+                "ON CONFLICT (name) DO NOTHING",
+                (name, candidate),
+            )
+            row = conn.execute("SELECT value FROM server_keys WHERE name = %s", (name,)).fetchone()
+        assert row is not None
+        return row[0]
+
     def mark_upgrade_done(self, name: str, when: int) -> None:
         with self.transaction() as conn:
             conn.execute(

@@ -404,6 +404,16 @@ class SQLiteDatabase:
         row = self.conn.execute("SELECT 1 FROM upgrades WHERE name = ?", (name,)).fetchone()
         return row is not None
 
+    def shared_key(self, name: str, candidate: str) -> str:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO server_keys (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+                (name, candidate),
+            )
+            return conn.execute("SELECT value FROM server_keys WHERE name = ?", (name,)).fetchone()[
+                0
+            ]
+
     def mark_upgrade_done(self, name: str, when: int) -> None:
         with self.transaction() as conn:
             conn.execute(

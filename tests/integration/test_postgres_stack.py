@@ -4,7 +4,6 @@ index and locks live in the database, shared by two servers on it."""
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +26,8 @@ def database(postgres: PostgresServer) -> str:
 
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory: pytest.TempPathFactory, database: str) -> Iterator[list[Stack]]:
-    env = {"LFS_DATABASE_URL": database, "LFS_SECRET_KEY": secrets.token_hex(32)}
+    # No LFS_SECRET_KEY: the servers share the signing key kept in the database.
+    env = {"LFS_DATABASE_URL": database}
     stacks: list[Stack] = []
     try:
         for name in ("a", "b"):

@@ -5,15 +5,19 @@ failed transaction leaves nothing, and no message shows the password."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from lfs_server.db import DatabaseError, IndexedObject, open_database
+from lfs_server.app import create_app
+from lfs_server.db import Database, DatabaseError, IndexedObject, open_database
 from lfs_server.db.migrations import MIGRATIONS
 from lfs_server.db.postgres import PostgresDatabase
+from lfs_server.services import services
 from lfs_server.settings import SettingsError
+from lfs_server.tokens import Grant
 from tests.engines.postgres import PostgresServer
 from tests.unit.conftest import make_settings
 
@@ -131,3 +135,24 @@ def test_an_unreachable_server_is_named_without_the_password(
         open_database(make_settings(tmp_path, LFS_DATABASE_URL=url))
     assert SECRET not in str(raised.value) and SECRET not in caplog.text
     assert f"127.0.0.1:{closed_port}/lfs" in str(raised.value)
+
+
+def test_servers_on_one_database_share_a_generated_signing_key(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    url = postgres.new_database()
+    apps = [create_app(make_settings(tmp_path / name, LFS_DATABASE_URL=url)) for name in ("a", "b")]
+    try:
+        grant = Grant("team/a", "a" * 64, 5, "download", "alice", "u", "read")
+        token = services(apps[0]).signer.sign(grant, int(time.time()) + 60)
+        assert services(apps[1]).signer.verify(token, "download", "a" * 64).user == "alice"
+        assert not (tmp_path / "a" / "secret.key").exists()
+        assert not (tmp_path / "b" / "secret.key").exists()
+    finally:
+        for app in apps:
+            services(app).db.close()
+
+
+def test_shared_key_keeps_the_first_one(db: Database) -> None:
+    assert db.shared_key("k", "first") == "first"
+    assert db.shared_key("k", "second") == "first"
