@@ -18,7 +18,7 @@ from lfs_server.db.postgres import PostgresDatabase
 from lfs_server.services import services
 from lfs_server.settings import SettingsError
 from lfs_server.tokens import Grant
-from tests.engines.postgres import PostgresServer
+from tests.engines.postgres import PostgresServer, free_port
 from tests.unit.conftest import make_settings
 
 SECRET = "s3cr3t-never-shown"
@@ -127,9 +127,9 @@ def test_a_bad_url_is_named_without_its_password(tmp_path: Path, url: str) -> No
 
 
 def test_an_unreachable_server_is_named_without_the_password(
-    postgres: PostgresServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    closed_port = postgres.port + 1 if postgres.port < 65535 else postgres.port - 1
+    closed_port = free_port()  # nothing listens there
     url = f"postgresql://lfs:{SECRET}@127.0.0.1:{closed_port}/lfs"
     with pytest.raises(DatabaseError, match=r"^LFS_DATABASE_URL: ") as raised:
         open_database(make_settings(tmp_path, LFS_DATABASE_URL=url))
