@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask
 from flask.json.provider import DefaultJSONProvider
 
-from lfs_server import apidoc, batch, health, locks, metrics, transfer
+from lfs_server import apidoc, batch, health, locks, metrics, transfer, web
 from lfs_server.accounts import CredentialChecker
 from lfs_server.db import open_database
 from lfs_server.durable import fsync_new_dirs, make_dirs
@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     for blueprint in (health.bp, apidoc.bp, transfer.bp, batch.bp, locks.bp):
         app.register_blueprint(blueprint)
     metrics.init_app(app)
+    web.init_app(app)
     app.before_request(require_json_post)
     register_error_handlers(app)
     return app

@@ -40,7 +40,7 @@ from typing import Any
 from flask import Blueprint, Response, request
 
 from lfs_server.access import level
-from lfs_server.auth import require
+from lfs_server.auth import Caller, require
 from lfs_server.db import Database, DatabaseError, Lock
 from lfs_server.errors import LFSError, lfs_json
 from lfs_server.jsonbody import read_json_object
@@ -206,6 +206,12 @@ def unlock(repo_path: str, lock_id: str) -> Response:
     force = _json_body().get("force", False)
     if not isinstance(force, bool):
         raise LFSError(422, "force must be true or false")
+    return lfs_json({"lock": lock_json(release(repo, lock_id, caller, force))})
+
+
+def release(repo: str, lock_id: str, caller: Caller, force: bool) -> Lock:
+    """Delete a lock under the API's rules (the web pages use them too): the
+    owner may; anyone else only with `force` and the admin right; else LFSError."""
     lock = _db().get_lock(repo, lock_id)
     if lock is None:
         raise LFSError(404, f"no lock {lock_id} in {repo}")
@@ -224,4 +230,4 @@ def unlock(repo_path: str, lock_id: str) -> Response:
     removed = _db().delete_lock(repo, lock_id)
     if removed is None:
         raise LFSError(404, f"no lock {lock_id} in {repo}")
-    return lfs_json({"lock": lock_json(removed)})
+    return removed

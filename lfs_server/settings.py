@@ -66,6 +66,10 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "uploads) or s3 (the LFS_S3_BUCKET; credentials from the AWS SDK's chain)",
     ),
     "LFS_TOKEN_TTL": ("3600", "lifetime of signed transfer URLs, seconds (60 .. 604800)"),
+    "LFS_SESSION_IDLE": (
+        "28800",
+        "a web page session ends after this many seconds without a request (300 .. 604800)",
+    ),
     "LFS_MAX_OBJECT_SIZE": ("50G", "largest object accepted, bytes or with K/M/G/T suffix"),
     "LFS_WORKERS": ("2", "gunicorn worker processes"),
     "LFS_THREADS": ("8", "threads per gunicorn worker: requests one worker serves at once"),
@@ -315,6 +319,7 @@ class Settings:
     git_passwords: str = "allow"
     trusted_proxies: tuple[str, ...] = ()
     stop_grace: int = 60
+    session_idle: int = 28800
     user: str = "lfs"
     s3: S3Settings = field(default_factory=S3Settings)
     store: str = "local"
@@ -400,6 +405,7 @@ class Settings:
         workers = parse_int("LFS_WORKERS", get("LFS_WORKERS", "2"), 1, 64)
         threads = parse_int("LFS_THREADS", get("LFS_THREADS", "8"), 1, 64)
         stop_grace = parse_int("LFS_STOP_GRACE", get("LFS_STOP_GRACE", "60"), 1, 3600)
+        session_idle = parse_int("LFS_SESSION_IDLE", get("LFS_SESSION_IDLE", "28800"), 300, 604800)
         admin_user = get("LFS_ADMIN_USER", "").strip()
         admin_password = admin_password_from(env, admin_user)
         database_url, database_password = database_from(env)
@@ -434,6 +440,7 @@ class Settings:
             git_passwords=git_passwords,
             trusted_proxies=trusted_proxies,
             stop_grace=stop_grace,
+            session_idle=session_idle,
             user=get("LFS_USER", "lfs").strip(),
             s3=s3,
             store=store,

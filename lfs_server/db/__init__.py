@@ -13,6 +13,7 @@ from lfs_server.db.base import (
     IndexedObject,
     Lock,
     RepoGrant,
+    RepoUsage,
     User,
 )
 from lfs_server.db.sqlite import SQLiteDatabase
@@ -40,6 +41,7 @@ __all__ = [
     "IndexedObject",
     "Lock",
     "RepoGrant",
+    "RepoUsage",
     "SQLiteDatabase",
     "User",
     "open_database",

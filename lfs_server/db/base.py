@@ -79,6 +79,17 @@ class IndexedObject:
     stored_at: int
 
 
+@dataclass(frozen=True)
+class RepoUsage:
+    """What the object index holds for one repository: `objects` rows of
+    `bytes` in all, the newest stored at `last_stored_at` (Unix seconds)."""
+
+    repo: str
+    objects: int
+    bytes: int
+    last_stored_at: int
+
+
 class Database(Protocol):
     def schema_version(self) -> int:
         """The schema's version (a cheap read: the health check's probe)."""
@@ -142,6 +153,9 @@ class Database(Protocol):
         self, *, repo: str | None = None, after: tuple[str, str] = ("", ""), limit: int = 1000
     ) -> list[IndexedObject]:
         """Rows after (oid, repo) `after`, in (oid, repo) order: pages of the whole index."""
+
+    def repo_usage(self) -> list[RepoUsage]:
+        """Every repository the object index names, with its totals, in name order."""
 
     def remove_objects(self, oid: str, repos: Sequence[str]) -> None:
         """Drop the rows of `oid` for those repositories."""

@@ -28,6 +28,7 @@ from lfs_server.db.base import (
     IndexedObject,
     Lock,
     RepoGrant,
+    RepoUsage,
     User,
 )
 from lfs_server.db.migrations import MIGRATIONS, statements, too_new
@@ -389,6 +390,14 @@ class PostgresDatabase:
                 "ON CONFLICT (repo, oid) DO NOTHING",
                 [(o.repo, o.oid, o.size, o.stored_at) for o in objects],
             )
+
+    def repo_usage(self) -> list[RepoUsage]:
+        rows = self._all(
+            "SELECT repo, COUNT(*), SUM(size)::BIGINT, MAX(stored_at) FROM objects "
+            "GROUP BY repo ORDER BY repo",
+            (),
+        )
+        return [RepoUsage(*row) for row in rows]
 
     def list_objects(
         self, *, repo: str | None = None, after: tuple[str, str] = ("", ""), limit: int = 1000

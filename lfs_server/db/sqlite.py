@@ -16,7 +16,15 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from lfs_server.db.base import AccessToken, DatabaseError, IndexedObject, Lock, RepoGrant, User
+from lfs_server.db.base import (
+    AccessToken,
+    DatabaseError,
+    IndexedObject,
+    Lock,
+    RepoGrant,
+    RepoUsage,
+    User,
+)
 from lfs_server.db.migrations import MIGRATIONS as SHARED_MIGRATIONS
 from lfs_server.db.migrations import statements, too_new
 
@@ -393,6 +401,12 @@ class SQLiteDatabase:
                 (repo, after[0], limit),
             )
         return [IndexedObject(*row) for row in rows]
+
+    def repo_usage(self) -> list[RepoUsage]:
+        rows = self.conn.execute(
+            "SELECT repo, COUNT(*), SUM(size), MAX(stored_at) FROM objects GROUP BY repo ORDER BY repo"
+        )
+        return [RepoUsage(*row) for row in rows]
 
     def remove_objects(self, oid: str, repos: Sequence[str]) -> None:
         with self.transaction() as conn:
