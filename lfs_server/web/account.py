@@ -40,7 +40,7 @@ def _page(template: str, status: int = 200, **context: object) -> tuple[str, int
 @bp.get("/")
 def home() -> Response:
     need_user()
-    return redirect(url_for("web.tokens"), 303)  # type: ignore[return-value]
+    return redirect(url_for("web.repositories"), 303)  # type: ignore[return-value]
 
 
 @bp.get("/signin")
