@@ -62,6 +62,8 @@ deps-test: deps-reach
 	$(call need,curl,curl)
 	$(call need,openssl,openssl)
 	$(call need,pg_ctlcluster,postgresql)
+	$(call need,chromium,chromium)
+	$(call need,chromedriver,chromium-driver)
 
 run: deps-reach $(BIN)/.installed
 	LFS_DATA_DIR="$${LFS_DATA_DIR:-./data}" $(BIN)/lfs-server serve
