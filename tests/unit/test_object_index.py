@@ -16,6 +16,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from lfs_server.db import Database, IndexedObject, RepoUsage
 from lfs_server.db.sqlite import MIGRATIONS
 from lfs_server.services import services
 from lfs_server.settings import SettingsError
@@ -131,3 +132,18 @@ def test_only_the_local_store_is_known(tmp_path: Path) -> None:
     assert make_settings(tmp_path / "d", LFS_STORE=" Local ").store == "local"
     with pytest.raises(SettingsError, match=r"^LFS_STORE: expected one of local, s3, got 'nfs'$"):
         make_settings(tmp_path / "d", LFS_STORE="nfs")
+
+
+def test_repository_usage_sums_the_index_per_repository(db: Database) -> None:
+    """What the web pages show, on every database backend."""
+    db.add_objects(
+        [
+            IndexedObject("team/a", "a" * 64, 10, 100),
+            IndexedObject("team/a", "b" * 64, 5_000_000_000, 300),
+            IndexedObject("team/b", "a" * 64, 10, 200),
+        ]
+    )
+    assert db.repo_usage() == [
+        RepoUsage("team/a", 2, 5_000_000_010, 300),
+        RepoUsage("team/b", 1, 10, 200),
+    ]
