@@ -8,6 +8,7 @@ and the installed tools (nginx, curl, wrk, git, git-lfs) are used.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -34,6 +35,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from lfs_server.db import SQLiteDatabase  # noqa: E402
 from tests.stack import Stack, free_port  # noqa: E402
+from tests.stores import StoreEnv  # noqa: E402
 
 LFS_MEDIA_TYPE = "application/vnd.git-lfs+json"
 
@@ -98,6 +100,13 @@ def _first_line(cmd: list[str]) -> str:
     return text.splitlines()[0] if text else "unavailable"
 
 
+def _package_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "unavailable"
+
+
 def machine_facts() -> dict[str, str]:
     model = "unknown"
     try:
@@ -124,6 +133,8 @@ def machine_facts() -> dict[str, str]:
         "curl": _first_line(["curl", "--version"]).split(" (")[0],
         "git-lfs": _first_line(["git", "lfs", "version"]),
         "wrk": _first_line(["wrk", "--version"]).split(" [")[0],
+        "SeaweedFS": _first_line([str(Path(sys.executable).parent / "weed"), "version"]),
+        "boto3": _package_version("boto3"),
     }
 
 
@@ -212,10 +223,12 @@ def make_object(path: Path, size: int) -> str:
 
 
 @contextmanager
-def start_stack(root: Path) -> Iterator[Stack]:
-    """This server (`lfs-server serve`: nginx + gunicorn), anonymous writes allowed."""
+def start_stack(root: Path, store: StoreEnv | None = None) -> Iterator[Stack]:
+    """This server (`lfs-server serve`: nginx + gunicorn), anonymous writes
+    allowed, on the local store or on `store`."""
     root.mkdir(parents=True, exist_ok=True)
-    stack = Stack(root, LFS_ANONYMOUS="write")
+    env = store.env if store is not None else {}
+    stack = Stack(root, store, LFS_ANONYMOUS="write", **env)
     try:
         try:
             stack.start(timeout=60)

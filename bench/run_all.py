@@ -25,6 +25,7 @@ from pathlib import Path
 import bench_batch
 import bench_git_lfs
 import bench_memory
+import bench_s3
 import bench_transfer
 from common import REPO_ROOT, Context, LoadMeter, Row, log, machine_facts, wait_for_quiet
 
@@ -33,6 +34,7 @@ BENCHMARKS = {
     "batch": bench_batch,
     "git-lfs": bench_git_lfs,
     "memory": bench_memory,
+    "s3": bench_s3,
 }
 HERE = Path(__file__).resolve().parent
 
@@ -187,6 +189,9 @@ def render(
         "4. git lfs: the same git-lfs client pushing to / fetching from a local file:// remote "
         "(its built-in standalone file transfer, no HTTP).",
         "5. Memory: the same server and operation with a 16x smaller object.",
+        "6. S3: boto3 (the server's TransferConfig: part size, parallel parts) moving the same "
+        "file to and from the same SeaweedFS directly; runs rotate between proxy, direct and "
+        "boto3. 6b: the same 100-object batch (wrk) on the local store, rounds rotating.",
         "",
         "Raw per-run numbers are in the JSON file next to this one.",
         "",
