@@ -36,6 +36,7 @@ from lfs_server.db.migrations import MIGRATIONS, statements, too_new
 # pg_advisory_xact_lock keys (arbitrary constants of this application).
 MIGRATION_LOCK = 0x1F5_0001
 LOCK_SEQUENCE_LOCK = 0x1F5_0002
+BRAKE_LOCK = 0x1F5_0003
 CONNECT_TIMEOUT = 10
 # How long a request waits for a pooled connection before it is told to retry.
 CHECKOUT_TIMEOUT = 5.0
@@ -283,6 +284,39 @@ class PostgresDatabase:
                     "ON CONFLICT (key) DO UPDATE SET count = auth_failures.count + 1",
                     (key, now + window),
                 )
+
+    def reserve_failure(
+        self, limits: dict[str, int], now: float, window: float, waived: frozenset[str]
+    ) -> set[str]:
+        """The keys (of `limits`: key -> limit) at their limit; unless one not
+        in `waived` is among them, one failure is counted under every key.
+        Reservers take turns (an advisory lock held to COMMIT), so parallel
+        attempts cannot all pass the check."""
+        with self.transaction() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (BRAKE_LOCK,))
+            conn.execute("DELETE FROM auth_failures WHERE reset_at <= %s", (now,))
+            rows = conn.execute(
+                "SELECT key, count FROM auth_failures WHERE key = ANY(%s)", (list(limits),)
+            ).fetchall()
+            counts = {row[0]: row[1] for row in rows}
+            over = {key for key, limit in limits.items() if counts.get(key, 0) >= limit}
+            if over <= waived:
+                for key in limits:
+                    conn.execute(
+                        "INSERT INTO auth_failures (key, count, reset_at) VALUES (%s, 1, %s) "
+                        "ON CONFLICT (key) DO UPDATE SET count = auth_failures.count + 1",
+                        (key, now + window),
+                    )
+        return over
+
+    def forgive_failure(self, keys: list[str], now: float) -> None:
+        """Take back one failure counted under each key (the attempt succeeded)."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE auth_failures SET count = count - 1 "
+                "WHERE key = ANY(%s) AND count > 0 AND reset_at > %s",
+                (list(keys), now),
+            )
 
     def last_login(self, user_id: int, network: str) -> float | None:
         row = self._one(
