@@ -74,18 +74,18 @@ def _check_password(name: str, password: str) -> User:
     if looks_like_token(password):
         raise WebError(400, "Sign in with your password: access tokens are for git only.")
     app = services()
-    client = client_address()
+    attempt = throttle.Attempt(app.db, client_address(), name, False)
     try:
-        throttle.check(app.db, client, name, False)
+        attempt.check()
+        user = app.credentials.check(name, password, before_hash=attempt.count)
     except LFSError as exc:
         raise WebError(
             exc.status, "Too many failed sign-ins: try again in a few minutes."
         ) from None
-    user = app.credentials.check(name, password)
     if user is None:
-        throttle.record_failure(app.db, client, name, False)
+        attempt.failed()
         raise WebError(401, "Wrong user name or password.")
-    throttle.record_success(app.db, client, user)
+    attempt.succeeded(user)
     return user
 
 

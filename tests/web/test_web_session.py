@@ -94,7 +94,7 @@ def test_failed_sign_ins_count_towards_the_same_brake_as_basic_auth(app: Flask) 
     for _ in range(throttle.MAX_PER_USER_AND_CLIENT):
         post(client, "/signin", name="alice", password="guess")
     with pytest.raises(Exception, match="too many failed logins"):
-        throttle.check(services(app).db, "127.0.0.1", "alice", False)
+        throttle.Attempt(services(app).db, "127.0.0.1", "alice", False).check()
 
 
 @pytest.mark.parametrize("token", [None, "", "forged"])
