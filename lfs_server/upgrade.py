@@ -39,7 +39,7 @@ from lfs_server.durable import fsync_dir, fsync_new_dirs, make_dirs
 from lfs_server.repos import normalize_repo
 from lfs_server.settings import Settings
 from lfs_server.store.base import is_valid_oid
-from lfs_server.store.local import is_fanout, move_aside
+from lfs_server.store.local import is_fanout, move_aside, walk_files
 
 NAME = "objects-once-per-oid"
 BATCH = 500
@@ -88,21 +88,9 @@ def classify(objects_dir: Path, path: Path) -> OldFile | None:
     return None
 
 
-def _files(folder: Path) -> Iterator[Path]:
-    """Every non-directory below `folder` (symlinks not followed), in name order."""
-    try:
-        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
-    except FileNotFoundError:
-        return
-    for entry in entries:
-        if entry.is_dir(follow_symlinks=False):
-            yield from _files(Path(entry.path))
-        else:
-            yield Path(entry.path)
-
-
 def old_files(objects_dir: Path) -> Iterator[OldFile]:
-    for path in _files(objects_dir):
+    for entry in walk_files(objects_dir):
+        path = Path(entry.path)
         found = classify(objects_dir, path)
         if found is not None:
             yield found

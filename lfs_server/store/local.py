@@ -140,7 +140,7 @@ class LocalStore:
         Names order objects by oid: objects/<aa>/<bb>/<oid> with aa and bb
         taken from the oid. Anything else is an item that does not belong.
         """
-        for entry in _walk(self.root):
+        for entry in walk_files(self.root):
             key = os.path.relpath(entry.path, self.root)
             try:
                 info = entry.stat(follow_symlinks=False)
@@ -192,7 +192,7 @@ class LocalStore:
         return os.path.relpath(target, self.root.parent)
 
 
-def _walk(folder: Path) -> Iterator[os.DirEntry[str]]:
+def walk_files(folder: Path) -> Iterator[os.DirEntry[str]]:
     """Every non-directory below `folder` (symlinks not followed), in name order."""
     try:
         entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
@@ -200,7 +200,7 @@ def _walk(folder: Path) -> Iterator[os.DirEntry[str]]:
         return
     for entry in entries:
         if entry.is_dir(follow_symlinks=False):
-            yield from _walk(Path(entry.path))
+            yield from walk_files(Path(entry.path))
         else:
             yield entry
 
