@@ -48,19 +48,20 @@ def create_app(settings: Settings | None = None) -> Flask:
     db = open_database(settings)
     store = open_store(settings)
     verifier = UploadVerifier(prehash_socket)
+    key = signing_key(settings, db)
     app.extensions[EXTENSION] = Services(
         settings=settings,
         db=db,
         store=store,
         verifier=verifier,
         objects=ObjectIndex(store, db, verifier),
-        signer=TokenSigner(signing_key(settings, db), settings.previous_secret_keys),
+        signer=TokenSigner(key, settings.previous_secret_keys),
         credentials=CredentialChecker(db),
     )
     for blueprint in (health.bp, apidoc.bp, transfer.bp, batch.bp, locks.bp):
         app.register_blueprint(blueprint)
     metrics.init_app(app)
-    web.init_app(app)
+    web.init_app(app, key)
     app.before_request(require_json_post)
     register_error_handlers(app)
     return app

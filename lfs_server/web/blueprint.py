@@ -24,10 +24,14 @@ bp = Blueprint(
 )
 
 
-def init_app(app: Flask) -> None:
-    """The session cookie: signed with a key derived from LFS_SECRET_KEY, scoped to PREFIX."""
+def init_app(app: Flask, secret: bytes) -> None:
+    """The session cookie: signed with a key derived from the server's signing
+    key `secret` (LFS_SECRET_KEY, the key file, or the one shared in the
+    database), scoped to PREFIX."""
+    if not secret:
+        raise ValueError("the web session needs the server's signing key")
     settings = services(app).settings
-    app.secret_key = web_session.session_key(settings.secret_key)
+    app.secret_key = web_session.session_key(secret)
     app.config.update(
         SESSION_COOKIE_NAME="lfs_session",
         SESSION_COOKIE_PATH=f"{PREFIX}/",

@@ -18,6 +18,7 @@ from lfs_server.db.postgres import PostgresDatabase
 from lfs_server.services import services
 from lfs_server.settings import SettingsError
 from lfs_server.tokens import Grant
+from lfs_server.web.session import session_key
 from tests.engines.postgres import PostgresServer, free_port
 from tests.unit.conftest import make_settings
 
@@ -148,6 +149,8 @@ def test_servers_on_one_database_share_a_generated_signing_key(
         assert services(apps[1]).signer.verify(token, "download", "a" * 64).user == "alice"
         assert not (tmp_path / "a" / "secret.key").exists()
         assert not (tmp_path / "b" / "secret.key").exists()
+        # Web sessions are signed with that shared key too, never a key made of nothing.
+        assert apps[0].secret_key == apps[1].secret_key != session_key(b"")
     finally:
         for app in apps:
             services(app).db.close()
