@@ -43,10 +43,16 @@ def operations(document: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]
 
 
 def app_routes(app: Flask) -> set[tuple[str, str]]:
-    """(OpenAPI-style path, method) of every public route of the app."""
+    """(OpenAPI-style path, method) of every public API route of the app.
+
+    The web pages for people (the `web` blueprint, under /.lfs/ui/) are HTML
+    forms, not part of the API the document describes.
+    """
     routes = set()
     for rule in app.url_map.iter_rules():
         if rule.endpoint == "static" or rule.rule.startswith("/.lfs-internal/"):
+            continue
+        if rule.endpoint.startswith("web."):
             continue
         path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
         routes.update(
