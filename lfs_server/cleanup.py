@@ -51,13 +51,3 @@ def sweep_stale_uploads(
         files += 1
         removed_bytes += info.st_size
     return Swept(files, removed_bytes)
-
-
-def human_bytes(count: int) -> str:
-    """1536 -> '1.5 KiB': binary units, as the size settings use."""
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")

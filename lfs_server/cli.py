@@ -246,7 +246,8 @@ def seconds(text: str) -> float:
 
 
 def cmd_cleanup(args: argparse.Namespace, settings: Settings) -> int:
-    from lfs_server.cleanup import human_bytes, sweep_stale_uploads
+    from lfs_server.cleanup import sweep_stale_uploads
+    from lfs_server.units import human_bytes
 
     swept = sweep_stale_uploads(settings.upload_tmp_dir, args.older_than)
     print(

@@ -37,11 +37,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TextIO
 
-from lfs_server.cleanup import human_bytes
 from lfs_server.db import Database, open_database
 from lfs_server.settings import Settings
 from lfs_server.store import ObjectStore, StoredItem
 from lfs_server.store.factory import open_store
+from lfs_server.units import human_bytes
 from lfs_server.upgrade import upgrade_store
 
 PAGE = 1000

@@ -34,6 +34,7 @@ from lfs_server.privileges import PrivilegeError, RunAs
 from lfs_server.settings import Settings
 from lfs_server.store.factory import store_problem
 from lfs_server.store.local import LinkCheckError, check_hard_links
+from lfs_server.units import human_bytes
 from lfs_server.upgrade import upgrade_store
 
 # After LFS_STOP_GRACE nginx closes what is left itself (worker_shutdown_timeout);
@@ -134,7 +135,7 @@ def sweep_stale_uploads(settings: Settings) -> None:
     if swept.files:
         print(
             f"lfs-server: removed {swept.files} stale upload temp file(s), "
-            f"{cleanup.human_bytes(swept.bytes)}",
+            f"{human_bytes(swept.bytes)}",
             file=sys.stderr,
         )
 

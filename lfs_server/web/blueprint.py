@@ -8,6 +8,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, redirect, render_template, request, url_for
 
 from lfs_server.services import services
+from lfs_server.units import human_bytes
 from lfs_server.web import session as web_session
 from lfs_server.web.session import SignInRequired, WebError
 
@@ -56,12 +57,7 @@ def when(timestamp: int | None) -> str:
 
 def size(count: int) -> str:
     """Bytes for people: binary units, as in the settings."""
-    value = float(count)
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{count} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
+    return human_bytes(count, smallest="bytes")
 
 
 @bp.context_processor

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from lfs_server import cli, serve
-from lfs_server.cleanup import Swept, human_bytes, sweep_stale_uploads
+from lfs_server.cleanup import Swept, sweep_stale_uploads
 from lfs_server.settings import Settings
+from lfs_server.units import human_bytes
 
 HOUR = 3600
 
