@@ -85,6 +85,9 @@ class SeaweedFS:
             "actions": ["Admin", "Read", "Write", "List", "Tagging"],
         }
         self.identities.write_text(json.dumps({"identities": [identity]}))
+        # Read from the working directory: one new volume per bucket when it
+        # first needs one, instead of seven.
+        (root / "master.toml").write_text("[master.volume_growth]\ncopy_1 = 1\n")
         self.master_port, self.volume_port, self.filer_port, self.s3_port = free_ports(4)
         self.endpoint = f"http://127.0.0.1:{self.s3_port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -116,7 +119,10 @@ class SeaweedFS:
             "-master.electionTimeout=1s",
             "-master.volumeSizeLimitMB=256",
             f"-volume.port={self.volume_port}",
-            "-volume.max=0",
+            # An explicit count: the default sizes it from the disk's free
+            # space (free / volumeSizeLimitMB), which on a fuller disk runs
+            # out after a few dozen buckets. Volumes are not preallocated.
+            "-volume.max=2000",
             "-volume.preStopSeconds=0",
             "-filer",
             f"-filer.port={self.filer_port}",
@@ -132,7 +138,7 @@ class SeaweedFS:
     def start(self, timeout: float = 60.0) -> SeaweedFS:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                self.command(), stdout=log, stderr=log, stdin=subprocess.DEVNULL
+                self.command(), stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=self.root
             )
         if wait_until(self.answers, timeout, step=0.2):
             return self
