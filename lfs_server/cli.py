@@ -17,7 +17,17 @@ from lfs_server.accounts import hash_password, new_token, valid_user_name
 from lfs_server.db import DatabaseError, open_database
 from lfs_server.privileges import become_owner_of
 from lfs_server.repos import normalize_repo
-from lfs_server.settings import SETTINGS, Settings, SettingsError, data_dir_from
+from lfs_server.settings import (
+    SETTINGS,
+    Settings,
+    SettingsError,
+    data_dir_from,
+    parse_database_url,
+)
+
+# migrate-db's source is always the SQLite database of LFS_DATA_DIR: these
+# settings, a server's on PostgreSQL, do not apply to it (--to names the target).
+TARGET_SETTINGS = ("LFS_DATABASE_URL", "LFS_DATABASE_PASSWORD_FILE")
 
 
 class CommandError(Exception):
@@ -257,6 +267,31 @@ def cmd_cleanup(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_migrate_db(args: argparse.Namespace, settings: Settings) -> int:
+    from lfs_server.migrate_db import KEY_NOTES, MigrationError, migrate_db
+
+    try:
+        url, password = parse_database_url(
+            "--to", args.to, os.environ.get("LFS_DATABASE_PASSWORD_FILE", "")
+        )
+        outcome = migrate_db(settings, url, password)
+    except (SettingsError, MigrationError) as exc:
+        raise CommandError(str(exc)) from None
+    if outcome.already:
+        print(
+            f"already migrated: PostgreSQL at {outcome.target} holds exactly the rows of "
+            "LFS_DATA_DIR's database; nothing was written"
+        )
+    else:
+        print(
+            f"migrated LFS_DATA_DIR's database to PostgreSQL at {outcome.target} "
+            "(one transaction; row counts and contents verified)"
+        )
+    print_table([(name, str(rows)) for name, rows in outcome.rows.items()], ("TABLE", "ROWS"))
+    print(KEY_NOTES[outcome.key])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lfs-server",
@@ -338,6 +373,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="remove files not modified for this long (default: 3600); "
         "uploads in progress keep a fresh modification time",
     )
+
+    migrate = add(
+        "migrate-db",
+        cmd_migrate_db,
+        "copy the SQLite database of LFS_DATA_DIR into an empty PostgreSQL database",
+    )
+    migrate.description = (
+        "Copy every table of LFS_DATA_DIR's SQLite database (users, tokens, grants, locks, "
+        "the login brake, the object index, and the generated signing key) into the "
+        "PostgreSQL database at URL, in one transaction from one snapshot, then verify each "
+        "table's rows and print their counts. The source is only read. Run again, it "
+        "reports a target holding exactly these rows as already migrated; a target holding "
+        "anything else is refused and left as it was. Stop the server first: what it "
+        "writes after the snapshot is not copied."
+    )
+    migrate.add_argument(
+        "--to",
+        required=True,
+        metavar="URL",
+        help="postgresql://user[:password]@host[:port]/database[?sslmode=...]; the password "
+        "may come from LFS_DATABASE_PASSWORD_FILE instead (LFS_DATABASE_URL is not read)",
+    )
     return parser
 
 
@@ -348,8 +405,14 @@ def main(argv: list[str] | None = None) -> int:
             # Run as root on the server's data dir: act as its owner, so no
             # file the server must write (the database's journal) is root's.
             become_owner_of(data_dir_from(os.environ))
-        # `serve` reads the key file itself, once it runs as the user that serves.
-        settings = Settings.from_env(read_key_file=args.handler is not cmd_serve)
+        env = dict(os.environ)
+        if args.handler is cmd_migrate_db:
+            env = {name: value for name, value in env.items() if name not in TARGET_SETTINGS}
+        # `serve` reads the key file itself, once it runs as the user that serves;
+        # migrate-db reads it only where there is one (it creates nothing).
+        settings = Settings.from_env(
+            env, read_key_file=args.handler not in (cmd_serve, cmd_migrate_db)
+        )
         # Whatever the command creates (the database, its journal) is private.
         umask = os.umask(0o077)
         try:

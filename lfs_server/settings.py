@@ -471,29 +471,29 @@ def database_from(env: Mapping[str, str]) -> tuple[str, str]:
         if password_file:
             raise SettingsError("LFS_DATABASE_PASSWORD_FILE: set LFS_DATABASE_URL too")
         return "", ""
-    parts = urlsplit(raw)
+    return parse_database_url("LFS_DATABASE_URL", raw, password_file)
+
+
+def parse_database_url(name: str, raw: str, password_file: str) -> tuple[str, str]:
+    """A PostgreSQL URL given as `name` (a setting or an option) without its
+    password, and the password: from the URL or from `password_file`, not both."""
+    parts = urlsplit(raw.strip())
+    expected = f"{name}: expected postgresql://user@host[:port]/database"
     if parts.scheme not in ("postgresql", "postgres"):
-        raise SettingsError(
-            "LFS_DATABASE_URL: expected postgresql://user@host[:port]/database "
-            f"(scheme {parts.scheme!r} is not postgresql)"
-        )
+        raise SettingsError(f"{expected} (scheme {parts.scheme!r} is not postgresql)")
     try:
         parts.port  # noqa: B018 (validates the port)
     except ValueError:
-        raise SettingsError("LFS_DATABASE_URL: the port is not a number from 1 to 65535") from None
+        raise SettingsError(f"{name}: the port is not a number from 1 to 65535") from None
     if not parts.hostname or not parts.path.strip("/") or not parts.username:
-        raise SettingsError(
-            "LFS_DATABASE_URL: expected postgresql://user@host[:port]/database "
-            "(a user, a host and a database name)"
-        )
+        raise SettingsError(f"{expected} (a user, a host and a database name)")
     userinfo, _, hostport = parts.netloc.rpartition("@")
     user, _, url_password = userinfo.partition(":")
     password = unquote(url_password)
     if password_file:
         if password:
             raise SettingsError(
-                "LFS_DATABASE_PASSWORD_FILE: the password is in LFS_DATABASE_URL already; "
-                "set one of them"
+                f"LFS_DATABASE_PASSWORD_FILE: the password is in {name} already; set one of them"
             )
         path = readable_file("LFS_DATABASE_PASSWORD_FILE", password_file)
         assert path is not None

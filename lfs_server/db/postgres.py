@@ -53,9 +53,28 @@ def where(url: str) -> str:
     return f"{host}:{port}/{parts.path.lstrip('/')}"
 
 
-def unavailable(url: str, exc: Exception) -> DatabaseError:
+def unavailable(url: str, exc: Exception, name: str = "LFS_DATABASE_URL") -> DatabaseError:
+    """One line naming `name` (the setting or option that gave `url`) and where it points."""
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return DatabaseError(f"LFS_DATABASE_URL: PostgreSQL at {where(url)} failed: {reason}")
+    return DatabaseError(f"{name}: PostgreSQL at {where(url)} failed: {reason}")
+
+
+def migrate(conn: psycopg.Connection) -> None:
+    """Bring the schema to this server's version inside `conn`'s transaction,
+    under an advisory lock held to its end: of servers starting together one
+    migrates, the others find the work done. A newer schema is refused."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = conn.execute("SELECT version FROM schema_version").fetchone()
+    if row is None:
+        conn.execute("INSERT INTO schema_version (version) VALUES (0)")
+    version = row[0] if row else 0
+    if version > len(MIGRATIONS):
+        raise DatabaseError(too_new(version))
+    for migration in MIGRATIONS[version:]:
+        for statement in statements(migration.postgresql):
+            conn.execute(statement)  # type: ignore[call-overload]
+    conn.execute("UPDATE schema_version SET version = %s", (len(MIGRATIONS),))
 
 
 class PostgresDatabase:
@@ -97,18 +116,7 @@ class PostgresDatabase:
     def _migrate(self) -> None:
         try:
             with psycopg.connect(self._url, **self._kwargs) as conn:  # type: ignore[arg-type]
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-                conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-                row = conn.execute("SELECT version FROM schema_version").fetchone()
-                if row is None:
-                    conn.execute("INSERT INTO schema_version (version) VALUES (0)")
-                version = row[0] if row else 0
-                if version > len(MIGRATIONS):
-                    raise DatabaseError(too_new(version))
-                for migration in MIGRATIONS[version:]:
-                    for statement in statements(migration.postgresql):
-                        conn.execute(statement)  # type: ignore[call-overload]
-                conn.execute("UPDATE schema_version SET version = %s", (len(MIGRATIONS),))
+                migrate(conn)
         except psycopg.Error as exc:
             raise unavailable(self._url, exc) from None
 
