@@ -292,6 +292,28 @@ def cmd_migrate_db(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def jobs(text: str) -> int:
+    """How many objects migrate-store copies at once (argparse type)."""
+    from lfs_server.migrate_store import MAX_JOBS
+
+    if not text.isdigit() or not 1 <= int(text) <= MAX_JOBS:
+        raise argparse.ArgumentTypeError(f"expected a number from 1 to {MAX_JOBS}, got {text!r}")
+    return int(text)
+
+
+def cmd_migrate_store(args: argparse.Namespace, settings: Settings) -> int:
+    from lfs_server.migrate_store import RESUME, MigrationError, migrate
+
+    try:
+        result = migrate(settings, args.jobs, sys.stderr, sys.stdout)
+    except MigrationError as exc:
+        raise CommandError(str(exc)) from None
+    except KeyboardInterrupt:  # before the copy began (it handles its own)
+        print(f"\nlfs-server: migrate-store: interrupted; {RESUME}", file=sys.stderr)
+        return 130
+    return result.exit_code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lfs-server",
@@ -374,12 +396,12 @@ def build_parser() -> argparse.ArgumentParser:
         "uploads in progress keep a fresh modification time",
     )
 
-    migrate = add(
+    migrate_db = add(
         "migrate-db",
         cmd_migrate_db,
         "copy the SQLite database of LFS_DATA_DIR into an empty PostgreSQL database",
     )
-    migrate.description = (
+    migrate_db.description = (
         "Copy every table of LFS_DATA_DIR's SQLite database (users, tokens, grants, locks, "
         "the login brake, the object index, and the generated signing key) into the "
         "PostgreSQL database at URL, in one transaction from one snapshot, then verify each "
@@ -388,12 +410,36 @@ def build_parser() -> argparse.ArgumentParser:
         "anything else is refused and left as it was. Stop the server first: what it "
         "writes after the snapshot is not copied."
     )
-    migrate.add_argument(
+    migrate_db.add_argument(
         "--to",
         required=True,
         metavar="URL",
         help="postgresql://user[:password]@host[:port]/database[?sslmode=...]; the password "
         "may come from LFS_DATABASE_PASSWORD_FILE instead (LFS_DATABASE_URL is not read)",
+    )
+
+    from lfs_server.migrate_store import DEFAULT_JOBS
+
+    migrate_store = add(
+        "migrate-store",
+        cmd_migrate_store,
+        "copy every object of the local store (LFS_DATA_DIR/objects) into the S3 bucket "
+        "that the LFS_S3_* settings name (LFS_S3_BUCKET, LFS_S3_ENDPOINT, ... must be set, "
+        "whatever LFS_STORE says; credentials from the AWS SDK's chain), checking each "
+        "object's SHA-256 on the way; objects already in the bucket are skipped, so running "
+        "it again after an interruption resumes; the local store is never changed; "
+        "exit 1 when an object could not be copied",
+    )
+    migrate_store.add_argument(
+        "--to", required=True, choices=["s3"], help="the store to copy into: s3"
+    )
+    migrate_store.add_argument(
+        "--jobs",
+        type=jobs,
+        default=DEFAULT_JOBS,
+        metavar="N",
+        help=f"objects copied at once (default: {DEFAULT_JOBS}; each large one "
+        "in LFS_S3_CONCURRENCY parts at a time)",
     )
     return parser
 

@@ -164,22 +164,9 @@ class LocalStore:
             yield StoredItem(key, None, info.st_size, reason, version)
 
     def hash_object(self, item: StoredItem, on_bytes: Callable[[int], None]) -> str:
-        # O_NOFOLLOW and O_NONBLOCK: neither a symlink nor a FIFO planted
-        # under an object's name is followed or hangs the check.
-        fd = os.open(
-            self.root / item.key, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-        )
+        fd = open_regular(self.root / item.key)
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise IsADirectoryError(errno.EISDIR, "not a regular file")
-            digest = hashlib.sha256()
-            buffer = bytearray(CHUNK)
-            view = memoryview(buffer)
-            with open(fd, "rb", buffering=0, closefd=False) as src:
-                while count := src.readinto(buffer):
-                    digest.update(view[:count])
-                    on_bytes(count)
-            return digest.hexdigest()
+            return sha256_of(fd, on_bytes)
         finally:
             os.close(fd)
 
@@ -190,6 +177,34 @@ class LocalStore:
             raise OSError(errno.ESTALE, "replaced while being checked; run fsck again")
         target = move_aside(path, self.quarantine_dir / os.path.dirname(item.key), stamp)
         return os.path.relpath(target, self.root.parent)
+
+
+def open_regular(path: Path) -> int:
+    """A read-only descriptor of the regular file at `path`; OSError for anything else.
+
+    O_NOFOLLOW and O_NONBLOCK: neither a symlink nor a FIFO planted under an
+    object's name is followed or hangs the reader.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise IsADirectoryError(errno.EISDIR, "not a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def sha256_of(fd: int, on_bytes: Callable[[int], None] = lambda count: None) -> str:
+    """SHA-256 (hex) of an open file from its current offset, CHUNK bytes at a time."""
+    digest = hashlib.sha256()
+    buffer = bytearray(CHUNK)
+    view = memoryview(buffer)
+    with open(fd, "rb", buffering=0, closefd=False) as src:
+        while count := src.readinto(buffer):
+            digest.update(view[:count])
+            on_bytes(count)
+    return digest.hexdigest()
 
 
 def walk_files(folder: Path) -> Iterator[os.DirEntry[str]]:

@@ -20,7 +20,7 @@ import os
 import re
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from typing import NamedTuple
@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 import boto3
 import botocore.session
-from boto3.s3.transfer import TransferConfig, create_transfer_manager
+from boto3.s3.transfer import ProgressCallbackInvoker, TransferConfig, create_transfer_manager
 from botocore import UNSIGNED
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
@@ -264,7 +264,12 @@ class S3Bucket:
     # --- objects ------------------------------------------------------------
 
     def put_file(
-        self, key: str, source: str | os.PathLike[str] | int, size: int, sha256_hex: str
+        self,
+        key: str,
+        source: str | os.PathLike[str] | int,
+        size: int,
+        sha256_hex: str,
+        on_bytes: Callable[[int], None] | None = None,
     ) -> None:
         """Upload a local file whose size and SHA-256 the caller verified.
 
@@ -272,6 +277,8 @@ class S3Bucket:
         /proc/self/fd, so each part reads its own range of the same file).
         Returns once the bucket acknowledged the whole object; raises
         BucketUnavailable or BucketRejected otherwise, leaving nothing visible.
+        `on_bytes` hears of the bytes sent as they go, from s3transfer's
+        threads (a negative count when a retried request starts over).
         """
         path = f"/proc/self/fd/{source}" if isinstance(source, int) else os.fspath(source)
         actual = os.stat(path).st_size
@@ -284,7 +291,10 @@ class S3Bucket:
             extra["ChecksumAlgorithm"] = "SHA256"
         try:
             with create_transfer_manager(self._client, self._transfer_config) as manager:
-                manager.upload(path, self.bucket, key, extra_args=extra).result()
+                subscribers = [ProgressCallbackInvoker(on_bytes)] if on_bytes else None
+                manager.upload(
+                    path, self.bucket, key, extra_args=extra, subscribers=subscribers
+                ).result()
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc, "upload") from exc
 
