@@ -32,6 +32,11 @@ What is counted (names as exposed; counters carry the `_total` suffix):
   answers runs the checks, and the most recent value of a live worker wins.
   The Prehasher lives in the launcher, outside every worker; this is how a
   dead Prehasher thread shows.
+- `lfs_replica_info{replica,version}`: always 1 (the Prometheus info-metric
+  way), naming the server that answered the scrape: its LFS_REPLICA_NAME
+  (default: the host name) and the lfs-server version. Every other metric
+  counts what this replica alone served: behind a load balancer, scrape each
+  replica at its own address; this names it whatever address was scraped.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import time
+from importlib import metadata
 
 from flask import Blueprint, Flask, Response, g, request
 from prometheus_client import (
@@ -92,6 +98,12 @@ HEALTHY = Gauge(
     ["check"],
     multiprocess_mode="livemostrecent",
 )
+REPLICA = Gauge(
+    "lfs_replica_info",
+    "The server answering this scrape (always 1): LFS_REPLICA_NAME and the version",
+    ["replica", "version"],
+    multiprocess_mode="max",
+)
 for _reason in VERIFY_REASONS:
     VERIFY_FAILURES.labels(_reason)  # exported as 0 from the start, so rate() works
 
@@ -100,6 +112,8 @@ bp = Blueprint("metrics", __name__)
 
 def init_app(app: Flask) -> None:
     """Time and count every request of `app`, and serve /metrics."""
+    REPLICA.clear()  # one app per process, but tests build many: the last one names it
+    REPLICA.labels(services(app).settings.replica_name, metadata.version("lfs-server")).set(1)
     app.before_request(_start_timer)
     app.after_request(_count_request)
     app.register_blueprint(bp)

@@ -13,6 +13,7 @@ import ipaddress
 import os
 import re
 import secrets
+import socket
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -32,6 +33,7 @@ S3_TRANSFER_MODES = ("proxy", "direct")
 S3_MIN_PART_SIZE = 5 << 20
 S3_MAX_PART_SIZE = 5 << 30
 STORE_KINDS = ("local", "s3")
+MAX_REPLICA_NAME = 253  # the longest host name, LFS_REPLICA_NAME's default
 
 # name -> (default shown to people, description). Defaults are applied in
 # Settings.from_env; this table documents them for --help and the README.
@@ -102,6 +104,11 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "admin",
         "who may read /metrics: off, admin (server admins' Basic credentials), "
         "local (also anyone connecting from loopback), public",
+    ),
+    "LFS_REPLICA_NAME": (
+        "the host name",
+        "this server's name among replicas behind one load balancer: /metrics says "
+        "which replica answered in lfs_replica_info{replica=...}",
     ),
     "LFS_GIT_PASSWORDS": (
         "allow",
@@ -197,6 +204,16 @@ def parse_networks(name: str, raw: str) -> tuple[str, ...]:
                 f"(like 10.0.0.0/8, fd00::/8), got {entry.strip()!r}"
             ) from None
     return tuple(networks)
+
+
+def parse_replica_name(name: str, raw: str) -> str:
+    """A label value for /metrics: printable, so a scrape stays one line per sample."""
+    value = raw.strip()
+    if len(value) > MAX_REPLICA_NAME or not value.isprintable():
+        raise SettingsError(
+            f"{name}: expected at most {MAX_REPLICA_NAME} printable characters, got {raw!r}"
+        )
+    return value
 
 
 def readable_file(name: str, raw: str) -> Path | None:
@@ -317,6 +334,7 @@ class Settings:
     admin_password: str = field(default="", repr=False)
     metrics: str = "admin"
     git_passwords: str = "allow"
+    replica_name: str = "localhost"
     trusted_proxies: tuple[str, ...] = ()
     stop_grace: int = 60
     session_idle: int = 28800
@@ -393,6 +411,9 @@ class Settings:
             raise SettingsError(
                 f"LFS_STORE: expected one of {', '.join(STORE_KINDS)}, got {store!r}"
             )
+        replica_name = parse_replica_name(
+            "LFS_REPLICA_NAME", get("LFS_REPLICA_NAME", socket.gethostname() or "localhost")
+        )
         trusted_proxies = parse_networks("LFS_TRUSTED_PROXIES", get("LFS_TRUSTED_PROXIES", ""))
         s3 = s3_settings_from(get)
         previous = tuple(
@@ -438,6 +459,7 @@ class Settings:
             nginx=get("LFS_NGINX", "nginx").strip(),
             metrics=metrics,
             git_passwords=git_passwords,
+            replica_name=replica_name,
             trusted_proxies=trusted_proxies,
             stop_grace=stop_grace,
             session_idle=session_idle,
