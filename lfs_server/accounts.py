@@ -3,9 +3,11 @@
 Passwords get Werkzeug's salted scrypt hash: slow on purpose, so a request
 that had to verify one on every batch call would cap throughput. Successful
 checks are therefore cached per worker, keyed by an HMAC of the name, the
-secret and the *current* stored hash: a changed password or a removed user
-stops matching at once. Entries live CACHE_SECONDS after their last use, and
-concurrent first checks of one credential share a single scrypt.
+secret and the *current* stored hash, read from the database on every
+request: a password changed or a user removed, through this server or any
+other on the same database, stops matching at once. Entries live
+CACHE_SECONDS after their last use, and concurrent first checks of one
+credential share a single scrypt.
 
 Access tokens (`lfs_<id>_<secret>`) are random and long, so a SHA-256 of the
 secret is a safe and fast way to store them; the id finds the row.

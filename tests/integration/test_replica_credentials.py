@@ -1,0 +1,158 @@
+"""Credentials changed through one replica are refused by every other at once.
+
+Two servers on one PostgreSQL database. Replica B runs one gunicorn worker,
+so the successful password check each test makes there first is certainly
+in the cache of the worker that answers next. Then the credential changes
+through replica A (its CLI or its web pages), and B's very next request is
+refused: the staleness bound is zero, not the cache's 30 s.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from tests.engines.postgres import PostgresServer
+from tests.integration.helpers import download_action, upload
+from tests.stack import LFS_MEDIA_TYPE, Stack
+
+REPO = "team/creds"
+PASSWORD = "correct horse battery"
+NEW_PASSWORD = "a different horse entirely"
+ADMIN = ("root", "admin password 9876")
+UI = "/.lfs/ui"
+# Answers before the change: each renews B's cached success (one suffices).
+WARM_UP = 3
+# Answers after it: every one must be refused.
+AFTER = 5
+
+
+@pytest.fixture(scope="module")
+def pair(
+    tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer
+) -> Iterator[list[Stack]]:
+    env = {"LFS_DATABASE_URL": postgres.new_database()}
+    stacks: list[Stack] = []
+    try:
+        stacks.append(Stack(tmp_path_factory.mktemp("replica-a"), **env).start())
+        stacks.append(Stack(tmp_path_factory.mktemp("replica-b"), LFS_WORKERS="1", **env).start())
+        done = stacks[0].cli("user", "add", ADMIN[0], "--admin", "--password-stdin", stdin=ADMIN[1])
+        assert done.returncode == 0, done.stderr
+        yield stacks
+    finally:
+        for stack in stacks:
+            stack.stop()
+
+
+def list_locks(stack: Stack, auth: tuple[str, str]) -> int:
+    """The status of a lock listing: a git API request that checks the credentials."""
+    response = requests.get(
+        f"{stack.lfs_base(REPO)}/locks", headers={"Accept": LFS_MEDIA_TYPE}, auth=auth, timeout=30
+    )
+    return response.status_code
+
+
+def warm(stack: Stack, auth: tuple[str, str]) -> None:
+    statuses = [list_locks(stack, auth) for _ in range(WARM_UP)]
+    assert statuses == [200] * WARM_UP, statuses
+
+
+def refused(stack: Stack, auth: tuple[str, str]) -> list[int]:
+    return [list_locks(stack, auth) for _ in range(AFTER)]
+
+
+def cli(stack: Stack, *args: str, stdin: str = "") -> str:
+    done = stack.cli(*args, stdin=stdin)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def web_sign_in(stack: Stack, name: str, password: str) -> requests.Session:
+    browser = requests.Session()
+    form = browser.get(f"{stack.url}{UI}/signin", timeout=10).text
+    response = browser.post(
+        f"{stack.url}{UI}/signin",
+        data={"csrf": csrf_of(form), "name": name, "password": password},
+        timeout=30,
+        allow_redirects=False,
+    )
+    assert response.status_code == 303, response.text[:300]
+    return browser
+
+
+def csrf_of(page: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert match, page[:300]
+    return match.group(1)
+
+
+def signed_in(browser: requests.Session, stack: Stack) -> bool:
+    page = browser.get(f"{stack.url}{UI}/tokens", timeout=10, allow_redirects=False)
+    assert page.status_code in (200, 303), page.status_code
+    return page.status_code == 200
+
+
+def test_a_password_changed_with_one_replicas_cli_is_refused_by_another(pair: list[Stack]) -> None:
+    a, b = pair
+    a.add_user("carol", PASSWORD, (REPO, "write"))
+    warm(b, ("carol", PASSWORD))
+    cli(a, "user", "passwd", "carol", "--password-stdin", stdin=NEW_PASSWORD + "\n")
+    assert refused(b, ("carol", PASSWORD)) == [401] * AFTER
+    assert list_locks(b, ("carol", NEW_PASSWORD)) == 200
+
+
+def test_a_password_reset_on_one_replicas_web_page_is_refused_by_another(
+    pair: list[Stack],
+) -> None:
+    a, b = pair
+    a.add_user("dora", PASSWORD, (REPO, "write"))
+    warm(b, ("dora", PASSWORD))
+    dora_on_b = web_sign_in(b, "dora", PASSWORD)
+    assert signed_in(dora_on_b, b)
+    admin_on_a = web_sign_in(a, *ADMIN)
+    users_page = admin_on_a.get(f"{a.url}{UI}/admin/users", timeout=10).text
+    reset = admin_on_a.post(
+        f"{a.url}{UI}/admin/users",
+        data={
+            "csrf": csrf_of(users_page),
+            "action": "password",
+            "name": "dora",
+            "password": NEW_PASSWORD,
+        },
+        timeout=30,
+    )
+    assert reset.status_code == 200 and "is reset" in reset.text, reset.text[:500]
+    assert refused(b, ("dora", PASSWORD)) == [401] * AFTER
+    assert not signed_in(dora_on_b, b)  # the web session on B ended too
+    assert list_locks(b, ("dora", NEW_PASSWORD)) == 200
+
+
+def test_a_user_removed_on_one_replica_is_refused_by_another(pair: list[Stack]) -> None:
+    a, b = pair
+    a.add_user("emil", PASSWORD, (REPO, "write"))
+    token = cli(a, "token", "create", "emil").strip()
+    data = b"emil's object" * 1000
+    upload(b, REPO, data, auth=("emil", PASSWORD))
+    href = download_action(b, REPO, data, auth=("emil", PASSWORD))
+    warm(b, ("emil", PASSWORD))
+    warm(b, ("emil", token))
+    cli(a, "user", "remove", "emil")
+    assert refused(b, ("emil", PASSWORD)) == [401] * AFTER
+    assert refused(b, ("emil", token)) == [401] * AFTER
+    # The transfer URL B signed for emil before goes dead with him.
+    fetched = requests.get(href["href"], headers=href["header"], timeout=30)
+    assert fetched.status_code == 403, fetched.text[:300]
+
+
+def test_a_token_revoked_on_one_replica_is_refused_by_another(pair: list[Stack]) -> None:
+    a, b = pair
+    a.add_user("fay", PASSWORD, (REPO, "write"))
+    token = cli(a, "token", "create", "fay").strip()
+    token_id = token.split("_")[1]
+    warm(b, ("fay", token))
+    cli(a, "token", "revoke", token_id)
+    assert refused(b, ("fay", token)) == [401] * AFTER
+    assert list_locks(b, ("fay", PASSWORD)) == 200  # the password was not touched
