@@ -15,7 +15,23 @@ from tests.stores import LOCAL, BucketView, StoreEnv
 from tests.waiting import wait_until
 
 LFS_MEDIA_TYPE = "application/vnd.git-lfs+json"
-LAUNCHER = [sys.executable, "-m", "lfs_server.cli", "serve"]
+CLI = [sys.executable, "-m", "lfs_server.cli"]
+LAUNCHER = [*CLI, "serve"]
+
+
+def run_cli(
+    env: dict[str, str], *args: str, stdin: str = "", timeout: float | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run an `lfs-server` command with `env` as its whole environment."""
+    return subprocess.run(
+        [*CLI, *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def free_port() -> int:
@@ -75,14 +91,7 @@ class Stack:
 
     def cli(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
         """Run an `lfs-server` admin command against this server's data dir."""
-        return subprocess.run(
-            [sys.executable, "-m", "lfs_server.cli", *args],
-            env=self.env,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        return run_cli(self.env, *args, stdin=stdin)
 
     def add_user(self, name: str, password: str, *grants: tuple[str, str]) -> None:
         done = self.cli("user", "add", name, "--password-stdin", stdin=password + "\n")

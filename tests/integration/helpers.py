@@ -1,4 +1,4 @@
-"""Shared helpers of the integration tests: LFS assertions, tokens, raw HTTP."""
+"""Shared helpers of the integration tests: LFS assertions, tokens, raw HTTP, web sign-in."""
 
 from __future__ import annotations
 
@@ -277,6 +277,42 @@ def assert_raw_lfs_error(
     parsed = lfsapi.assert_lfs_json_error(status, headers.get("content-type", ""), text, expected)
     assert_no_leak(text, stack)
     return parsed
+
+
+# ---------------------------------------------------------------- web pages
+
+UI = "/.lfs/ui"
+_CSRF_RE = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+def csrf_of(page: str) -> str:
+    """The CSRF token a page's form carries."""
+    match = _CSRF_RE.search(page)
+    assert match, page[:500]
+    return match.group(1)
+
+
+def web_sign_in(
+    stack: Stack, name: str, password: str, session: requests.Session | None = None
+) -> requests.Session:
+    """Sign in on the web pages through the sign-in form (in `session`, or a new one)."""
+    session = session or requests.Session()
+    form = session.get(f"{stack.url}{UI}/signin", timeout=30).text
+    done = session.post(
+        f"{stack.url}{UI}/signin",
+        data={"csrf": csrf_of(form), "name": name, "password": password},
+        allow_redirects=False,
+        timeout=30,
+    )
+    assert done.status_code == 303, done.text[:500]
+    return session
+
+
+def web_signed_in(stack: Stack, session: requests.Session) -> bool:
+    """Whether `session` is signed in: the tokens page answers, not a redirect to sign in."""
+    page = session.get(f"{stack.url}{UI}/tokens", allow_redirects=False, timeout=30)
+    assert page.status_code in (200, 303), page.status_code
+    return page.status_code == 200
 
 
 # ---------------------------------------------------------------- access log

@@ -9,7 +9,6 @@ import os
 import re
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,13 +23,17 @@ from lfs_server.db.postgres import PostgresDatabase
 from lfs_server.migrate_db import TABLES
 from lfs_server.tokens import SHARED_SIGNING_KEY
 from tests.engines.postgres import PostgresServer, free_port
-from tests.integration.helpers import download_action, sha256, upload
+from tests.integration.helpers import (
+    download_action,
+    sha256,
+    upload,
+    web_sign_in,
+    web_signed_in,
+)
 from tests.lfsapi import LockApi
-from tests.stack import Stack
+from tests.stack import Stack, run_cli
 
 PASSWORD = "correct horse battery"
-UI = "/.lfs/ui"
-_CSRF_RE = re.compile(r'name="csrf" value="([^"]+)"')
 # Every table's rows, in an order of their own (the databases sort differently).
 Dump = dict[str, list[tuple[Any, ...]]]
 
@@ -45,34 +48,6 @@ class SingleBox:
     download: dict[str, Any] = field(default_factory=dict)
     web: requests.Session = field(default_factory=requests.Session)
     locks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-
-
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lfs_server.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-
-
-def sign_in(stack: Stack, session: requests.Session, name: str) -> None:
-    page = session.get(f"{stack.url}{UI}/signin", timeout=30)
-    match = _CSRF_RE.search(page.text)
-    assert match, page.text[:500]
-    done = session.post(
-        f"{stack.url}{UI}/signin",
-        data={"name": name, "password": PASSWORD, "csrf": match.group(1)},
-        allow_redirects=False,
-        timeout=30,
-    )
-    assert done.status_code == 303, done.text[:500]
-
-
-def signed_in(stack: Stack, session: requests.Session) -> bool:
-    page = session.get(f"{stack.url}{UI}/tokens", allow_redirects=False, timeout=30)
-    return page.status_code == 200
 
 
 def sqlite_dump(path: Path) -> Dump:
@@ -139,8 +114,8 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SingleBox]:
             )
             assert refused.status_code == 401
         filled.download = download_action(stack, "team/a", shared, auth=("bob", PASSWORD))
-        sign_in(stack, filled.web, "alice")
-        assert signed_in(stack, filled.web)
+        web_sign_in(stack, "alice", PASSWORD, filled.web)
+        assert web_signed_in(stack, filled.web)
     finally:
         stack.stop()
     yield filled
@@ -251,7 +226,7 @@ def test_a_server_on_postgresql_serves_what_the_single_box_held(
         path = urlsplit(box.download["href"]).path
         fetched = requests.get(f"{stack.url}{path}", headers=box.download["header"], timeout=30)
         assert fetched.status_code == 200 and sha256(fetched.content) == path.rsplit("/", 1)[-1]
-        assert signed_in(stack, box.web)
+        assert web_signed_in(stack, box.web)
         # The locks, with their ids; a new lock comes after the copied counter.
         api = LockApi.over_http(stack, "team/a", ("alice", PASSWORD))
         assert api.list().json()["locks"] == box.locks["team/a"]
@@ -391,7 +366,7 @@ def test_the_password_comes_from_the_password_file(
     secret_file.chmod(0o644)  # read by the data dir's owner, whom the command acts as
     tmp_path.chmod(0o755)
     env = {**box.stack.env, "LFS_DATABASE_PASSWORD_FILE": str(secret_file)}
-    done = cli(env, "migrate-db", "--to", url)
+    done = run_cli(env, "migrate-db", "--to", url)
     assert done.returncode == 0, done.stderr
     assert SECRET not in done.stdout + done.stderr
     with psycopg.connect(url, password=SECRET) as conn:
@@ -413,7 +388,7 @@ def test_a_data_dir_without_a_database_is_one_line_and_stays_empty(tmp_path: Pat
     data.mkdir()
     env = {**os.environ, "LFS_DATA_DIR": str(data)}
     error = one_line_error(
-        cli(env, "migrate-db", "--to", f"postgresql://lfs@127.0.0.1:{free_port()}/lfs")
+        run_cli(env, "migrate-db", "--to", f"postgresql://lfs@127.0.0.1:{free_port()}/lfs")
     )
     assert "LFS_DATA_DIR: no database (lfs.db)" in error, error
     assert list(data.iterdir()) == []
@@ -422,7 +397,7 @@ def test_a_data_dir_without_a_database_is_one_line_and_stays_empty(tmp_path: Pat
 def test_a_key_set_as_a_setting_stays_a_setting(box: SingleBox, postgres: PostgresServer) -> None:
     url = postgres.new_database()
     env = {**box.stack.env, "LFS_SECRET_KEY": "k" * 48}
-    done = cli(env, "migrate-db", "--to", url)
+    done = run_cli(env, "migrate-db", "--to", url)
     assert done.returncode == 0, done.stderr
     assert "LFS_SECRET_KEY, not copied" in done.stdout and "k" * 48 not in done.stdout
     assert postgres_dump(url)["server_keys"] == []

@@ -20,20 +20,19 @@ import os
 import re
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import requests
 
 from lfs_server.units import human_bytes
 from tests.engines.postgres import PostgresServer
 from tests.engines.seaweedfs import HOST_AWS_VARIABLES, SeaweedFS, aws_env
 from tests.gitclient import GitUser
-from tests.integration.helpers import sha256
-from tests.stack import Stack
+from tests.integration.helpers import UI, sha256, web_sign_in
+from tests.migrating import Summary, key_for, migrate_store, run_until_some_copied, summary
+from tests.stack import Stack, run_cli
 from tests.stores import S3_PROXY, BucketView, StoreEnv
 
 MIB = 1 << 20
@@ -62,16 +61,7 @@ LOCKED = {
     "team/beta": "beta/010.bin",
     "other/gamma": "gamma/000.bin",
 }
-MIGRATE_STORE = [sys.executable, "-m", "lfs_server.cli", "migrate-store", "--to", "s3"]
-PROGRESS_RE = re.compile(r"^migrate-store: (\d+)/(\d+) objects, ")
-SUMMARY_RE = re.compile(
-    r"^migrate-store: copied (\d+), skipped (\d+), failed (\d+) of (\d+) objects; "
-    r"(\d+) bytes \([^)]*\) copied in [\d.]+ s$",
-    re.MULTILINE,
-)
 POINTER_PREFIX = b"version https://git-lfs.github.com/spec/v1\n"
-CSRF_RE = re.compile(r'name="csrf" value="([^"]+)"')
-UI = "/.lfs/ui"
 
 
 def contents(index: int) -> bytes:
@@ -81,10 +71,6 @@ def contents(index: int) -> bytes:
     if index % 50 == 25:
         return os.urandom(MIB)
     return os.urandom(1 + index * 211 % (64 * 1024))
-
-
-def key_for(oid: str) -> str:
-    return f"{oid[:2]}/{oid[2:4]}/{oid}"
 
 
 @dataclass
@@ -104,21 +90,6 @@ class SingleBox:
     def objects(self) -> dict[str, int]:
         """Every distinct object: oid -> size."""
         return {sha256(data): len(data) for files in self.files.values() for data in files.values()}
-
-
-@dataclass(frozen=True)
-class Summary:
-    copied: int
-    skipped: int
-    failed: int
-    objects: int
-    copied_bytes: int
-
-
-def summary(out: str) -> Summary:
-    found = SUMMARY_RE.findall(out)
-    assert len(found) == 1, out
-    return Summary(*(int(count) for count in found[0]))
 
 
 @dataclass(frozen=True)
@@ -202,27 +173,6 @@ def bucket(seaweedfs: SeaweedFS, replica_settings: dict[str, str]) -> BucketView
     return BucketView(seaweedfs.client, replica_settings["LFS_S3_BUCKET"])
 
 
-def interrupt_when_part_done(env: dict[str, str]) -> tuple[int, str, str]:
-    """migrate-store one object at a time, Ctrl-C once its progress shows some done."""
-    run = subprocess.Popen(
-        [*MIGRATE_STORE, "--jobs", "1"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert run.stderr is not None
-    err = ""
-    while line := run.stderr.readline():
-        err += line
-        progress = PROGRESS_RE.match(line)
-        if progress and int(progress.group(1)) > 0:
-            run.send_signal(signal.SIGINT)
-            break
-    out, rest = run.communicate(timeout=300)
-    return run.returncode, out, err + rest
-
-
 @pytest.fixture(scope="module")
 def migration(box: SingleBox, replica_settings: dict[str, str]) -> Migration:
     """Both commands, run on the stopped box with the replica's settings set."""
@@ -230,21 +180,10 @@ def migration(box: SingleBox, replica_settings: dict[str, str]) -> Migration:
         **{name: value for name, value in box.stack.env.items() if name not in HOST_AWS_VARIABLES},
         **replica_settings,
     }
-
-    def lfs_server(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "lfs_server.cli", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-
-    db = lfs_server("migrate-db", "--to", replica_settings["LFS_DATABASE_URL"])
+    db = run_cli(env, "migrate-db", "--to", replica_settings["LFS_DATABASE_URL"], timeout=300)
     assert db.returncode == 0, db.stdout + db.stderr
-    interrupted = interrupt_when_part_done(env)
-    resumed = lfs_server("migrate-store", "--to", "s3")
+    interrupted = run_until_some_copied(env, lambda run: run.send_signal(signal.SIGINT), 300)
+    resumed = migrate_store(env)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     return Migration(db, interrupted, resumed)
 
@@ -288,21 +227,6 @@ def assert_nothing_kept_locally(stack: Stack) -> None:
         path.relative_to(stack.data_dir) for path in stack.data_dir.rglob("*") if path.is_file()
     ]
     assert kept == [], kept
-
-
-def sign_in(stack: Stack, name: str, password: str) -> requests.Session:
-    session = requests.Session()
-    page = session.get(f"{stack.url}{UI}/signin", timeout=30)
-    match = CSRF_RE.search(page.text)
-    assert match, page.text[:500]
-    done = session.post(
-        f"{stack.url}{UI}/signin",
-        data={"name": name, "password": password, "csrf": match.group(1)},
-        allow_redirects=False,
-        timeout=30,
-    )
-    assert done.status_code == 303, done.text[:500]
-    return session
 
 
 def test_migrate_db_copies_every_account_lock_and_index_row(
@@ -362,9 +286,9 @@ def test_the_same_people_log_in_with_their_passwords(box: SingleBox, replica: St
     refused = replica.batch("other/gamma", upload, auth=("alice", PASSWORDS["alice"]))
     assert refused.status_code == 403, refused.text
     # The admin is still the admin on the web pages; alice is not.
-    admin = sign_in(replica, "ops", PASSWORDS["ops"])
+    admin = web_sign_in(replica, "ops", PASSWORDS["ops"])
     assert admin.get(f"{replica.url}{UI}/admin/users", timeout=30).status_code == 200
-    alice = sign_in(replica, "alice", PASSWORDS["alice"])
+    alice = web_sign_in(replica, "alice", PASSWORDS["alice"])
     assert alice.get(f"{replica.url}{UI}/admin/users", timeout=30).status_code == 403
 
 

@@ -12,7 +12,6 @@ import pty
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +23,14 @@ import requests
 
 from tests.engines.seaweedfs import HOST_AWS_VARIABLES, SeaweedFS, aws_env, free_ports
 from tests.integration.helpers import download_action, sha256, upload
+from tests.migrating import (
+    MIGRATE_STORE,
+    Summary,
+    key_for,
+    migrate_store,
+    run_until_some_copied,
+    summary,
+)
 from tests.stack import Stack
 from tests.stores import LOCAL, S3_PROXY, BucketView, StoreEnv
 from tests.waiting import wait_until
@@ -31,31 +38,6 @@ from tests.waiting import wait_until
 MIB = 1 << 20
 PART = 5 * MIB
 REPOS = ("team/alpha", "team/beta", "other/gamma")
-SUMMARY_RE = re.compile(
-    r"^migrate-store: copied (\d+), skipped (\d+), failed (\d+) of (\d+) objects; "
-    r"(\d+) bytes \([^)]*\) copied in [\d.]+ s$",
-    re.MULTILINE,
-)
-PROGRESS_RE = re.compile(r"^migrate-store: (\d+)/(\d+) objects, ")
-
-
-def key_for(oid: str) -> str:
-    return f"{oid[:2]}/{oid[2:4]}/{oid}"
-
-
-@dataclass(frozen=True)
-class Summary:
-    copied: int
-    skipped: int
-    failed: int
-    objects: int
-    copied_bytes: int
-
-
-def summary(out: str) -> Summary:
-    found = SUMMARY_RE.findall(out)
-    assert len(found) == 1, out
-    return Summary(*(int(count) for count in found[0]))
 
 
 @dataclass(frozen=True)
@@ -109,15 +91,6 @@ def migration_env(
         "LFS_S3_PART_SIZE": "5M",
         **env,
     }
-
-
-MIGRATE = [sys.executable, "-m", "lfs_server.cli", "migrate-store", "--to", "s3"]
-
-
-def migrate(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*MIGRATE, *args], env=env, capture_output=True, text=True, timeout=300, check=False
-    )
 
 
 def assert_plain(done: subprocess.CompletedProcess[str] | tuple[str, str]) -> None:
@@ -178,7 +151,7 @@ def test_every_object_is_copied_and_served_from_the_bucket(
     view = BucketView(seaweedfs.client, bucket)
     # Already switched to the bucket: LFS_STORE does not change where it copies from.
     env = migration_env(filled.env, seaweedfs, bucket, tmp_path, LFS_STORE="s3")
-    done = migrate(env)
+    done = migrate_store(env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert_plain(done)
     count = len(filled.objects)
@@ -189,7 +162,7 @@ def test_every_object_is_copied_and_served_from_the_bucket(
     etag = seaweedfs.client.head_object(Bucket=bucket, Key=key_for(large))["ETag"]
     assert "-" in etag, etag  # uploaded in parts
 
-    again = migrate(env)
+    again = migrate_store(env)
     assert again.returncode == 0, again.stdout + again.stderr
     assert summary(again.stdout) == Summary(0, count, 0, count, 0)
 
@@ -217,24 +190,8 @@ def test_an_interrupted_run_resumes_and_copies_only_the_rest(
     env = migration_env(filled.env, seaweedfs, bucket, tmp_path)
 
     # One object at a time; Ctrl-C once the progress shows some are done.
-    first = subprocess.Popen(
-        [*MIGRATE, "--jobs", "1"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert first.stderr is not None
-    err = ""
-    while line := first.stderr.readline():
-        err += line
-        progress = PROGRESS_RE.match(line)
-        if progress and int(progress.group(1)) > 0:
-            first.send_signal(signal.SIGINT)
-            break
-    out, rest = first.communicate(timeout=120)
-    err += rest
-    assert first.returncode == 130, out + err
+    code, out, err = run_until_some_copied(env, lambda run: run.send_signal(signal.SIGINT), 120)
+    assert code == 130, out + err
     assert_plain((out, err))
     assert "stopping once the objects being copied are in the bucket" in err, err
     assert "interrupted: run `lfs-server migrate-store --to s3` again to resume" in out, out
@@ -250,7 +207,7 @@ def test_an_interrupted_run_resumes_and_copies_only_the_rest(
     newest = max(modified.timestamp() for modified, _ in copied_first.values())
     assert wait_until(lambda: time.time() > newest + 1.5, 10), "the clock did not move"
 
-    second = migrate(env, "--jobs", "4")
+    second = migrate_store(env, "--jobs", "4")
     assert second.returncode == 0, second.stdout + second.stderr
     assert_plain(second)
     two = summary(second.stdout)
@@ -285,7 +242,7 @@ def test_a_corrupt_local_file_is_refused_and_the_rest_copied(
     )
     env = migration_env(source.env, seaweedfs, bucket, source.root)
 
-    done = migrate(env)
+    done = migrate_store(env)
     assert done.returncode == 1, done.stdout + done.stderr
     assert_plain(done)
     expected = (
@@ -301,7 +258,7 @@ def test_a_corrupt_local_file_is_refused_and_the_rest_copied(
     # On a terminal: the bar redrawn in place; the corrupt file is still refused.
     main, side = pty.openpty()
     again = subprocess.Popen(
-        MIGRATE, env=env, stdout=subprocess.PIPE, stderr=side, text=True, close_fds=True
+        MIGRATE_STORE, env=env, stdout=subprocess.PIPE, stderr=side, text=True, close_fds=True
     )
     os.close(side)
     screen = b""
@@ -341,7 +298,7 @@ def test_the_bucket_is_checked_before_anything_is_read(
     env = migration_env(filled.env, seaweedfs, seaweedfs.new_bucket(), tmp_path, **changes)
     for name in [name for name, value in changes.items() if name.startswith("AWS_") and not value]:
         del env[name]
-    done = migrate(env)
+    done = migrate_store(env)
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stdout == ""
     lines = done.stderr.splitlines()
@@ -357,28 +314,20 @@ def test_a_bucket_that_fails_mid_run_stops_it_and_a_rerun_resumes(
     bucket = seaweedfs.new_bucket()
     view = BucketView(seaweedfs.client, bucket)
     env = migration_env(filled.env, seaweedfs, bucket, tmp_path)
-    first = subprocess.Popen(
-        [*MIGRATE, "--jobs", "1"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert first.stderr is not None
     stopped = False
+
+    def stop_the_bucket(_: object) -> None:
+        nonlocal stopped
+        seaweedfs.stop()
+        stopped = True
+
     try:
-        while line := first.stderr.readline():
-            progress = PROGRESS_RE.match(line)
-            if progress and int(progress.group(1)) > 0:
-                seaweedfs.stop()
-                stopped = True
-                break
-        out, err = first.communicate(timeout=180)
+        code, out, err = run_until_some_copied(env, stop_the_bucket, 180)
     finally:
         if stopped:
             seaweedfs.start()
     assert stopped, "no progress line before the end"
-    assert first.returncode == 2, out + err
+    assert code == 2, out + err
     assert "Traceback" not in out + err
     assert re.search(
         r"^stopped: [^\n]*LFS_S3_ENDPOINT: cannot reach [^\n]*; run `lfs-server migrate-store "
@@ -389,7 +338,7 @@ def test_a_bucket_that_fails_mid_run_stops_it_and_a_rerun_resumes(
     one = summary(out)
     assert 0 < one.copied < count and one.failed == 0, out
 
-    second = migrate(env)
+    second = migrate_store(env)
     assert second.returncode == 0, second.stdout + second.stderr
     two = summary(second.stdout)
     assert two.copied + two.skipped == count and two.failed == 0, second.stdout

@@ -9,21 +9,26 @@ refused: the staleness bound is zero, not the cache's 30 s.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 
 import pytest
 import requests
 
 from tests.engines.postgres import PostgresServer
-from tests.integration.helpers import download_action, upload
+from tests.integration.helpers import (
+    UI,
+    csrf_of,
+    download_action,
+    upload,
+    web_sign_in,
+    web_signed_in,
+)
 from tests.stack import LFS_MEDIA_TYPE, Stack
 
 REPO = "team/creds"
 PASSWORD = "correct horse battery"
 NEW_PASSWORD = "a different horse entirely"
 ADMIN = ("root", "admin password 9876")
-UI = "/.lfs/ui"
 # Answers before the change: each renews B's cached success (one suffices).
 WARM_UP = 3
 # Answers after it: every one must be refused.
@@ -70,31 +75,6 @@ def cli(stack: Stack, *args: str, stdin: str = "") -> str:
     return done.stdout
 
 
-def web_sign_in(stack: Stack, name: str, password: str) -> requests.Session:
-    browser = requests.Session()
-    form = browser.get(f"{stack.url}{UI}/signin", timeout=10).text
-    response = browser.post(
-        f"{stack.url}{UI}/signin",
-        data={"csrf": csrf_of(form), "name": name, "password": password},
-        timeout=30,
-        allow_redirects=False,
-    )
-    assert response.status_code == 303, response.text[:300]
-    return browser
-
-
-def csrf_of(page: str) -> str:
-    match = re.search(r'name="csrf" value="([^"]+)"', page)
-    assert match, page[:300]
-    return match.group(1)
-
-
-def signed_in(browser: requests.Session, stack: Stack) -> bool:
-    page = browser.get(f"{stack.url}{UI}/tokens", timeout=10, allow_redirects=False)
-    assert page.status_code in (200, 303), page.status_code
-    return page.status_code == 200
-
-
 def test_a_password_changed_with_one_replicas_cli_is_refused_by_another(pair: list[Stack]) -> None:
     a, b = pair
     a.add_user("carol", PASSWORD, (REPO, "write"))
@@ -111,7 +91,7 @@ def test_a_password_reset_on_one_replicas_web_page_is_refused_by_another(
     a.add_user("dora", PASSWORD, (REPO, "write"))
     warm(b, ("dora", PASSWORD))
     dora_on_b = web_sign_in(b, "dora", PASSWORD)
-    assert signed_in(dora_on_b, b)
+    assert web_signed_in(b, dora_on_b)
     admin_on_a = web_sign_in(a, *ADMIN)
     users_page = admin_on_a.get(f"{a.url}{UI}/admin/users", timeout=10).text
     reset = admin_on_a.post(
@@ -126,7 +106,7 @@ def test_a_password_reset_on_one_replicas_web_page_is_refused_by_another(
     )
     assert reset.status_code == 200 and "is reset" in reset.text, reset.text[:500]
     assert refused(b, ("dora", PASSWORD)) == [401] * AFTER
-    assert not signed_in(dora_on_b, b)  # the web session on B ended too
+    assert not web_signed_in(b, dora_on_b)  # the web session on B ended too
     assert list_locks(b, ("dora", NEW_PASSWORD)) == 200
 
 

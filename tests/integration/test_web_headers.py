@@ -3,10 +3,9 @@ other security header once, no-store, and forms that reach the app."""
 
 from __future__ import annotations
 
-import re
-
 import requests
 
+from tests.integration.helpers import web_sign_in
 from tests.integration.test_hardening import SECURITY_HEADERS
 from tests.stack import Stack
 
@@ -39,15 +38,7 @@ def test_the_api_keeps_the_strict_csp(stack: Stack) -> None:
 
 def test_a_sign_in_form_posted_through_nginx_signs_in(stack: Stack) -> None:
     stack.add_user("webby", "correct horse battery")
-    browser = requests.Session()
-    form = browser.get(f"{stack.url}/.lfs/ui/signin", timeout=10).text
-    match = re.search(r'name="csrf" value="([^"]+)"', form)
-    assert match
-    fields = {"csrf": match.group(1), "name": "webby", "password": "correct horse battery"}
-    response = browser.post(
-        f"{stack.url}/.lfs/ui/signin", data=fields, timeout=30, allow_redirects=False
-    )
-    assert response.status_code == 303
+    browser = web_sign_in(stack, "webby", "correct horse battery")
     tokens = browser.get(f"{stack.url}/.lfs/ui/tokens", timeout=10, allow_redirects=False)
     assert tokens.status_code == 200
     assert "Signed in as" in tokens.text
