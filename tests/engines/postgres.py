@@ -89,12 +89,17 @@ class PostgresServer:
         return self.url(name)
 
 
-@pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+def start_server(root: Path) -> PostgresServer:
+    """A new cluster in `root`, started; the test skips (fails under CI) without PostgreSQL."""
     bin_dir = binaries()
     if bin_dir is None:
         skip_or_fail("PostgreSQL's initdb and pg_ctl (the Debian package postgresql)")
-    server = PostgresServer(tmp_path_factory.mktemp("postgres"), bin_dir).start()
+    return PostgresServer(root, bin_dir).start()
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    server = start_server(tmp_path_factory.mktemp("postgres"))
     try:
         yield server
     finally:

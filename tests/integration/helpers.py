@@ -123,7 +123,11 @@ def put_action(action: dict[str, Any], data: bytes, **headers: str) -> requests.
 
 def upload(stack: Stack, repo: str, data: bytes, **kwargs: Any) -> None:
     """Store `data` in `repo` through batch, PUT and verify, as the client does."""
-    actions = actions_for(stack, repo, "upload", data, **kwargs)
+    put_and_verify(actions_for(stack, repo, "upload", data, **kwargs), data)
+
+
+def put_and_verify(actions: dict[str, Any], data: bytes) -> None:
+    """The PUT and verify steps of an upload batch's `actions`, as the client takes them."""
     response = put_action(actions["upload"], data)
     assert response.status_code == 200, response.text[:500]
     verify = actions["verify"]

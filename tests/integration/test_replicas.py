@@ -26,10 +26,9 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.balancer import LoadBalancer
-from tests.engines.postgres import PostgresServer, binaries
+from tests.engines.postgres import PostgresServer, start_server
 from tests.gitclient import GitUser
-from tests.integration.helpers import access_log, log_size, sha256
-from tests.prerequisites import skip_or_fail
+from tests.integration.helpers import access_log, log_size, put_and_verify, sha256
 from tests.procs import child_pids
 from tests.stack import LFS_MEDIA_TYPE, Stack
 from tests.stores import S3_PROXY, StoreEnv
@@ -59,10 +58,7 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    bin_dir = binaries()
-    if bin_dir is None:
-        skip_or_fail("PostgreSQL's initdb and pg_ctl (the Debian package postgresql)")
-    server = PostgresServer(tmp_path_factory.mktemp("replicas-postgres"), bin_dir).start()
+    server = start_server(tmp_path_factory.mktemp("replicas-postgres"))
     try:
         yield server
     finally:
@@ -378,20 +374,8 @@ def upload_through(cluster: Cluster, repo: str, data: bytes) -> None:
     )
     assert answer.status_code == 200, answer.text
     actions = answer.json()["objects"][0].get("actions")
-    if actions is None:
-        return  # stored already
-    put = requests.put(
-        actions["upload"]["href"], data=data, headers=actions["upload"]["header"], timeout=60
-    )
-    assert put.status_code == 200, put.text
-    verify = actions["verify"]
-    checked = requests.post(
-        verify["href"],
-        json={"oid": sha256(data), "size": len(data)},
-        headers={**verify["header"], "Content-Type": LFS_MEDIA_TYPE},
-        timeout=30,
-    )
-    assert checked.status_code == 200, checked.text
+    if actions is not None:  # else stored already
+        put_and_verify(actions, data)
 
 
 # ------------------------------------------------------------ a replica dies
