@@ -57,6 +57,7 @@ from common import (
     make_object,
     median,
     remove,
+    rotations,
     start_stack,
 )
 
@@ -85,11 +86,6 @@ CONCURRENCY = S3Settings.concurrency
 
 def _mibps(size: int, seconds: float) -> float:
     return size / MiB / seconds
-
-
-def _rotations(sides: list[str], runs: int) -> list[list[str]]:
-    """Each run starts one side later than the one before (ABC, BCA, CAB...)."""
-    return [sides[i % len(sides) :] + sides[: i % len(sides)] for i in range(runs)]
 
 
 def _reference_client(endpoint: str):
@@ -246,7 +242,7 @@ def _transfers(ctx: Context, work: Path, weed: SeaweedFS, stacks: dict[str, Stac
     up: dict[str, list[float]] = {who: [] for who in sides}
     upload = {S3_PROXY: ours_up(S3_PROXY), S3_DIRECT: ours_up(S3_DIRECT), "boto3": ref_up}
     log(f"s3 upload: {runs} runs each of {human_size(size)}, sides {', '.join(sides)}")
-    for order in _rotations(sides, runs):
+    for order in rotations(sides, runs):
         for who in order:
             forget(who)
             os.sync()  # every run starts with no dirty pages
@@ -259,7 +255,7 @@ def _transfers(ctx: Context, work: Path, weed: SeaweedFS, stacks: dict[str, Stac
     for who in sides:  # warm-up, untimed
         fetch[who]()
     log(f"s3 download: {runs} runs each of {human_size(size)}")
-    for order in _rotations(sides, runs):
+    for order in rotations(sides, runs):
         for who in order:
             down[who].append(fetch[who]())
             log(f"  download {who}: {down[who][-1]:.2f} s")
@@ -341,7 +337,7 @@ def _batches(ctx: Context, work: Path, stacks: dict[str, Stack]) -> list[Row]:
     rps: dict[str, list[float]] = {name: [] for name in sides}
     p99: dict[str, list[float]] = {name: [] for name in sides}
     log(f"s3 batch: {rounds} rounds of wrk {duration} s on {', '.join(sides)}")
-    for order in _rotations(sides, rounds):
+    for order in rotations(sides, rounds):
         for name in order:
             url = f"{stacks[name].lfs_base(REPO)}/objects/batch"
             result = wrk(url, body, work / f"{name}.lua", duration)

@@ -34,6 +34,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from lfs_server.db import SQLiteDatabase  # noqa: E402
+from tests.engines.postgres import binaries  # noqa: E402
 from tests.stack import Stack, free_port  # noqa: E402
 from tests.stores import StoreEnv  # noqa: E402
 
@@ -57,6 +58,12 @@ def human_size(size: int) -> str:
 
 def median(values: Iterable[float]) -> float:
     return statistics.median(list(values))
+
+
+def rotations(sides: list[str], runs: int) -> list[list[str]]:
+    """Each run starts one side later than the one before (ABC, BCA, CAB...),
+    so slow drifts of the shared machine hit every side alike."""
+    return [sides[i % len(sides) :] + sides[: i % len(sides)] for i in range(runs)]
 
 
 @dataclass
@@ -134,6 +141,7 @@ def machine_facts() -> dict[str, str]:
         "git-lfs": _first_line(["git", "lfs", "version"]),
         "wrk": _first_line(["wrk", "--version"]).split(" [")[0],
         "SeaweedFS": _first_line([str(Path(sys.executable).parent / "weed"), "version"]),
+        "PostgreSQL": _first_line([str(binaries() or Path("/nonexistent")) + "/postgres", "-V"]),
         "boto3": _package_version("boto3"),
     }
 
@@ -223,12 +231,12 @@ def make_object(path: Path, size: int) -> str:
 
 
 @contextmanager
-def start_stack(root: Path, store: StoreEnv | None = None) -> Iterator[Stack]:
+def start_stack(root: Path, store: StoreEnv | None = None, **settings: str) -> Iterator[Stack]:
     """This server (`lfs-server serve`: nginx + gunicorn), anonymous writes
-    allowed, on the local store or on `store`."""
+    allowed unless `settings` say otherwise, on the local store or on `store`."""
     root.mkdir(parents=True, exist_ok=True)
-    env = store.env if store is not None else {}
-    stack = Stack(root, store, LFS_ANONYMOUS="write", **env)
+    env = {"LFS_ANONYMOUS": "write", **(store.env if store is not None else {}), **settings}
+    stack = Stack(root, store, **env)
     try:
         try:
             stack.start(timeout=60)

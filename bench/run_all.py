@@ -25,6 +25,7 @@ from pathlib import Path
 import bench_batch
 import bench_git_lfs
 import bench_memory
+import bench_postgres
 import bench_s3
 import bench_transfer
 from common import REPO_ROOT, Context, LoadMeter, Row, log, machine_facts, wait_for_quiet
@@ -35,6 +36,7 @@ BENCHMARKS = {
     "git-lfs": bench_git_lfs,
     "memory": bench_memory,
     "s3": bench_s3,
+    "postgres": bench_postgres,
 }
 HERE = Path(__file__).resolve().parent
 
@@ -192,6 +194,12 @@ def render(
         "6. S3: boto3 (the server's TransferConfig: part size, parallel parts) moving the same "
         "file to and from the same SeaweedFS directly; runs rotate between proxy, direct and "
         "boto3. 6b: the same 100-object batch (wrk) on the local store, rounds rotating.",
+        "7. PostgreSQL: the same server and batch (wrk, Basic auth) on SQLite in its data dir, "
+        "rounds rotating. 7a: the same batch with 1 object. 7b: the upload's steps. Round trips "
+        "are counted from PostgreSQL's statement log of a database of their own: each simple "
+        "query (the pool's empty-query check at checkout, BEGIN, COMMIT) and each "
+        "extended-protocol execute is one; transactions are BEGIN..COMMIT blocks and "
+        "statements run outside one.",
         "",
         "Raw per-run numbers are in the JSON file next to this one.",
         "",

@@ -11,6 +11,7 @@ server; a fault test may stop() and start() it (same port, same data).
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -45,8 +46,10 @@ def free_port() -> int:
 class PostgresServer:
     """One PostgreSQL cluster in `root`, started and stopped with pg_ctl."""
 
-    def __init__(self, root: Path, bin_dir: Path) -> None:
+    def __init__(self, root: Path, bin_dir: Path, settings: dict[str, str] | None = None) -> None:
+        """`settings`: extra server settings (`-c name=value`) on top of the defaults."""
         self.bin_dir = bin_dir
+        self.settings = dict(settings or {})
         self.data_dir = root / "cluster"
         self.log = root / "postgres.log"
         self.port = free_port()
@@ -73,6 +76,8 @@ class PostgresServer:
 
     def start(self) -> PostgresServer:
         options = f"-k {self.data_dir} -p {self.port} -h 127.0.0.1 -c fsync=off"
+        # pg_ctl hands the options to a shell.
+        options += "".join(f" -c {shlex.quote(f'{k}={v}')}" for k, v in self.settings.items())
         self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log), "-o", options, "-w",
                   "start")  # fmt: skip
         return self
