@@ -1,8 +1,11 @@
 """PostgreSQL backend: one shared database for every worker of every replica.
 
 Each worker keeps a psycopg connection pool (no connection is shared between
-threads). A transaction is a pool checkout: committed when its body returns,
-rolled back on any failure (a broken connection is dropped by the pool). The
+threads). Pooled connections are in autocommit: a single statement is its own
+transaction, one round trip, with no BEGIN and COMMIT of its own (the reads
+and one-statement writes every request makes). Several statements that must
+hold together run in `transaction()`: BEGIN, COMMIT when its body returns,
+ROLLBACK on any failure (a broken connection is dropped by the pool). The
 schema follows the same numbered history as SQLite's (migrations.py), kept in
 the `schema_version` table and migrated at open under an advisory lock, so
 replicas starting at the same moment migrate once. The connection string
@@ -90,7 +93,7 @@ class PostgresDatabase:
         # in the background, so requests succeed again once the server is back.
         self.pool = ConnectionPool(
             url,
-            kwargs=self._kwargs,
+            kwargs={**self._kwargs, "autocommit": True},
             min_size=1,
             max_size=max(1, pool_size),
             timeout=CHECKOUT_TIMEOUT,
@@ -103,15 +106,21 @@ class PostgresDatabase:
         self.pool.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[psycopg.Connection]:
-        """One pooled connection in a transaction: COMMIT when the body returns,
-        ROLLBACK on any failure (psycopg's pool does both). A connection
-        that fails or none to be had is DatabaseUnavailable."""
+    def connection(self) -> Iterator[psycopg.Connection]:
+        """One pooled connection, each statement its own transaction. A
+        connection that fails or none to be had is DatabaseUnavailable."""
         try:
             with self.pool.connection() as conn:
                 yield conn
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise DatabaseUnavailable(str(unavailable(self._url, exc))) from None
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection]:
+        """One pooled connection in a transaction: BEGIN, COMMIT when the body
+        returns, ROLLBACK on any failure."""
+        with self.connection() as conn, conn.transaction():
+            yield conn
 
     def _migrate(self) -> None:
         try:
@@ -121,18 +130,22 @@ class PostgresDatabase:
             raise unavailable(self._url, exc) from None
 
     def schema_version(self) -> int:
-        with self.transaction() as conn:
-            row = conn.execute("SELECT version FROM schema_version").fetchone()
+        row = self._one("SELECT version FROM schema_version")
         assert row is not None
         return row[0]
 
     def _one(self, query: str, params: Sequence[object] = ()) -> tuple | None:
-        with self.transaction() as conn:
+        with self.connection() as conn:
             return conn.execute(query, params).fetchone()  # type: ignore[call-overload]
 
     def _all(self, query: str, params: Sequence[object] = ()) -> list[tuple]:
-        with self.transaction() as conn:
+        with self.connection() as conn:
             return conn.execute(query, params).fetchall()  # type: ignore[call-overload]
+
+    def _run(self, query: str, params: Sequence[object] = ()) -> int:
+        """One statement that returns no rows; the number of rows it changed."""
+        with self.connection() as conn:
+            return conn.execute(query, params).rowcount  # type: ignore[call-overload]
 
     # users
 
@@ -167,13 +180,8 @@ class PostgresDatabase:
         return User(row[0], row[1], row[2], row[3], bool(row[4]), row[5])
 
     def _update_user(self, name: str, column: str, value: object) -> None:
-        with self.transaction() as conn:
-            cursor = conn.execute(
-                f"UPDATE users SET {column} = %s WHERE name = %s",  # type: ignore[call-overload]
-                (value, name),
-            )
-            if cursor.rowcount == 0:
-                raise DatabaseError(f"no such user: {name}")
+        if self._run(f"UPDATE users SET {column} = %s WHERE name = %s", (value, name)) == 0:
+            raise DatabaseError(f"no such user: {name}")
 
     def set_password(self, name: str, password_hash: str | None) -> None:
         self._update_user(name, "password_hash", password_hash)
@@ -182,9 +190,8 @@ class PostgresDatabase:
         self._update_user(name, "is_admin", int(is_admin))
 
     def remove_user(self, name: str) -> None:
-        with self.transaction() as conn:
-            if conn.execute("DELETE FROM users WHERE name = %s", (name,)).rowcount == 0:
-                raise DatabaseError(f"no such user: {name}")
+        if self._run("DELETE FROM users WHERE name = %s", (name,)) == 0:
+            raise DatabaseError(f"no such user: {name}")
 
     # access tokens
 
@@ -230,13 +237,11 @@ class PostgresDatabase:
         return [AccessToken(*row) for row in rows]
 
     def revoke_token(self, token_id: str) -> None:
-        with self.transaction() as conn:
-            if conn.execute("DELETE FROM tokens WHERE id = %s", (token_id,)).rowcount == 0:
-                raise DatabaseError(f"no such token: {token_id}")
+        if self._run("DELETE FROM tokens WHERE id = %s", (token_id,)) == 0:
+            raise DatabaseError(f"no such token: {token_id}")
 
     def touch_token(self, token_id: str, when: int) -> None:
-        with self.transaction() as conn:
-            conn.execute("UPDATE tokens SET last_used_at = %s WHERE id = %s", (when, token_id))
+        self._run("UPDATE tokens SET last_used_at = %s WHERE id = %s", (when, token_id))
 
     # grants
 
@@ -319,12 +324,11 @@ class PostgresDatabase:
 
     def forgive_failure(self, keys: list[str], now: float) -> None:
         """Take back one failure counted under each key (the attempt succeeded)."""
-        with self.transaction() as conn:
-            conn.execute(
-                "UPDATE auth_failures SET count = count - 1 "
-                "WHERE key = ANY(%s) AND count > 0 AND reset_at > %s",
-                (list(keys), now),
-            )
+        self._run(
+            "UPDATE auth_failures SET count = count - 1 "
+            "WHERE key = ANY(%s) AND count > 0 AND reset_at > %s",
+            (list(keys), now),
+        )
 
     def last_login(self, user_id: int, network: str) -> float | None:
         row = self._one(
@@ -426,12 +430,20 @@ class PostgresDatabase:
         return {row[0]: row[1] for row in rows}
 
     def add_objects(self, objects: Sequence[IndexedObject]) -> None:
-        with self.transaction() as conn, conn.cursor() as cursor:
-            cursor.executemany(
-                "INSERT INTO objects (repo, oid, size, stored_at) VALUES (%s, %s, %s, %s) "
-                "ON CONFLICT (repo, oid) DO NOTHING",
-                [(o.repo, o.oid, o.size, o.stored_at) for o in objects],
-            )
+        """One statement for all the rows (atomic, one round trip)."""
+        if not objects:
+            return
+        self._run(
+            "INSERT INTO objects (repo, oid, size, stored_at) "
+            "SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[]) "
+            "ON CONFLICT (repo, oid) DO NOTHING",
+            (
+                [o.repo for o in objects],
+                [o.oid for o in objects],
+                [o.size for o in objects],
+                [o.stored_at for o in objects],
+            ),
+        )
 
     def repo_usage(self) -> list[RepoUsage]:
         rows = self._all(
@@ -458,10 +470,7 @@ class PostgresDatabase:
         return [IndexedObject(*row) for row in rows]
 
     def remove_objects(self, oid: str, repos: Sequence[str]) -> None:
-        with self.transaction() as conn:
-            conn.execute(
-                "DELETE FROM objects WHERE oid = %s AND repo = ANY(%s)", (oid, list(repos))
-            )
+        self._run("DELETE FROM objects WHERE oid = %s AND repo = ANY(%s)", (oid, list(repos)))
 
     def upgrade_done(self, name: str) -> bool:
         return self._one("SELECT 1 FROM upgrades WHERE name = %s", (name,)) is not None
@@ -478,9 +487,7 @@ class PostgresDatabase:
         return row[0]
 
     def mark_upgrade_done(self, name: str, when: int) -> None:
-        with self.transaction() as conn:
-            conn.execute(
-                "INSERT INTO upgrades (name, done_at) VALUES (%s, %s) "
-                "ON CONFLICT (name) DO NOTHING",
-                (name, when),
-            )
+        self._run(
+            "INSERT INTO upgrades (name, done_at) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
+            (name, when),
+        )
