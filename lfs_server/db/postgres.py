@@ -15,10 +15,12 @@ never appears in an error: they name LFS_DATABASE_URL and the host alone.
 from __future__ import annotations
 
 import secrets
+import select
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from urllib.parse import urlsplit
+from weakref import WeakKeyDictionary
 
 import psycopg
 from psycopg import errors
@@ -43,6 +45,8 @@ BRAKE_LOCK = 0x1F5_0003
 CONNECT_TIMEOUT = 10
 # How long a request waits for a pooled connection before it is told to retry.
 CHECKOUT_TIMEOUT = 5.0
+# A pooled connection unused for longer is checked with a round trip (_Checkout).
+RECHECK_SECONDS = 1.0
 
 
 def where(url: str) -> str:
@@ -80,6 +84,34 @@ def migrate(conn: psycopg.Connection) -> None:
     conn.execute("UPDATE schema_version SET version = %s", (len(MIGRATIONS),))
 
 
+class _Checkout:
+    """The pool's check of a connection before it is handed out.
+
+    A connection the server closed (a restart, a failover, a terminated
+    backend) has its last words waiting on the socket (an error, the end of
+    the stream), while an idle working one has nothing to read: looking
+    costs no round trip, so a busy server checks every checkout that way.
+    A connection that sat in the pool for more than RECHECK_SECONDS is also
+    asked an empty query, which finds a peer gone without a word.
+    """
+
+    def __init__(self) -> None:
+        self._idle_since: WeakKeyDictionary[psycopg.Connection, float] = WeakKeyDictionary()
+
+    def used(self, conn: psycopg.Connection) -> None:
+        """`conn` answered just now (it is new, or on its way back to the pool)."""
+        self._idle_since[conn] = time.monotonic()
+
+    def check(self, conn: psycopg.Connection) -> None:
+        poller = select.poll()
+        poller.register(conn.fileno(), select.POLLIN)
+        if poller.poll(0):
+            conn.close()  # so that the pool drops it and opens another
+            raise psycopg.OperationalError("the server closed the connection")
+        if time.monotonic() - self._idle_since.get(conn, 0.0) > RECHECK_SECONDS:
+            ConnectionPool.check_connection(conn)
+
+
 class PostgresDatabase:
     def __init__(self, url: str, password: str = "", *, pool_size: int = 8) -> None:
         """`url` holds no password (settings.py takes it out); `password` may be empty."""
@@ -91,13 +123,15 @@ class PostgresDatabase:
         # check: a connection the server dropped (a restart, a failover) is
         # replaced at checkout instead of failing a request; the pool reconnects
         # in the background, so requests succeed again once the server is back.
+        self._checkout = checkout = _Checkout()
         self.pool = ConnectionPool(
             url,
             kwargs={**self._kwargs, "autocommit": True},
             min_size=1,
             max_size=max(1, pool_size),
             timeout=CHECKOUT_TIMEOUT,
-            check=ConnectionPool.check_connection,
+            configure=checkout.used,
+            check=checkout.check,
             open=False,
         )
         self.pool.open()
@@ -111,7 +145,10 @@ class PostgresDatabase:
         connection that fails or none to be had is DatabaseUnavailable."""
         try:
             with self.pool.connection() as conn:
-                yield conn
+                try:
+                    yield conn
+                finally:
+                    self._checkout.used(conn)
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise DatabaseUnavailable(str(unavailable(self._url, exc))) from None
 
@@ -422,10 +459,16 @@ class PostgresDatabase:
     # the object index
 
     def object_sizes(self, repo: str, oids: Sequence[str]) -> dict[str, int]:
-        if not oids:
+        """The oids go as one array literal: psycopg would adapt a list element
+        by element in Python, the batch's one cost per object. Stored oids
+        are hex, so an oid that is not alphanumeric (the only kind that could
+        upset the literal) is not looked up: it is not there."""
+        wanted = [oid for oid in oids if oid.isalnum()]
+        if not wanted:
             return {}
         rows = self._all(
-            "SELECT oid, size FROM objects WHERE repo = %s AND oid = ANY(%s)", (repo, list(oids))
+            "SELECT oid, size FROM objects WHERE repo = %s AND oid = ANY(%s::text[])",
+            (repo, "{" + ",".join(wanted) + "}"),
         )
         return {row[0]: row[1] for row in rows}
 

@@ -1,8 +1,10 @@
 """What the PostgreSQL backend sends for the calls every request makes, as the
-server logs it: a read or a one-statement write is that statement alone (no
-BEGIN and COMMIT around it, each a round trip of its own), recording objects
-is one statement however many, and a multi-statement write still commits as
-one transaction."""
+server logs it: on a busy connection a read or a one-statement write is that
+statement alone (no BEGIN and COMMIT around it, no empty query to check the
+connection first: each a round trip of its own), recording objects is one
+statement however many, and a multi-statement write still commits as one
+transaction. The checks that cost no round trip still replace a connection
+the server closed, and an idle connection is still asked before use."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import psycopg
 import pytest
 
 from lfs_server.db import IndexedObject
+from lfs_server.db import postgres as postgres_db
 from lfs_server.db.postgres import PostgresDatabase
 from tests.engines.postgres import PostgresServer
 
@@ -61,8 +64,7 @@ def test_reads_of_a_request_are_one_statement_each(
     }
     for table, read in reads.items():
         statements = sent(postgres, read)
-        assert statements[0] == POOL_CHECK, table
-        assert len(statements) == 2 and table in statements[1], (table, statements)
+        assert len(statements) == 1 and table in statements[0], (table, statements)
 
 
 def test_one_statement_writes_run_alone(db: PostgresDatabase, postgres: PostgresServer) -> None:
@@ -74,7 +76,7 @@ def test_one_statement_writes_run_alone(db: PostgresDatabase, postgres: Postgres
     }
     for what, write in writes.items():
         statements = sent(postgres, write)
-        assert len(statements) == 2 and what in statements[1], (what, statements)
+        assert len(statements) == 1 and what in statements[0], (what, statements)
     assert db.get_user("alice").password_hash == "hash"  # type: ignore[union-attr]
 
 
@@ -85,7 +87,7 @@ def test_recording_objects_is_one_statement(
     db.add_objects([IndexedObject("team/a", oids(1)[0], 7, 1)])
     rows = [IndexedObject("team/a", oid, 5, 2) for oid in oids(count)]
     statements = sent(postgres, lambda: db.add_objects([*rows, rows[-1]]))
-    assert len(statements) == 2 and statements[1].startswith("INSERT INTO objects"), statements
+    assert len(statements) == 1 and statements[0].startswith("INSERT INTO objects"), statements
     # The row there before stays as it is; every new one (a repeat once) is in.
     expected = {row.oid: row.size for row in rows} | {oids(1)[0]: 7}
     assert db.object_sizes("team/a", oids(count)) == expected
@@ -97,5 +99,37 @@ def test_a_write_of_several_statements_is_one_transaction(
     statements = sent(
         postgres, lambda: db.create_lock("l1", "team/a", "a.bin", "x", 0, owner_uid="u")
     )
-    assert statements[1] == "BEGIN" and statements[-1] == "COMMIT", statements
+    assert statements[0] == "BEGIN" and statements[-1] == "COMMIT", statements
     assert db.get_lock("team/a", "l1") is not None
+
+
+def test_an_idle_connection_is_checked_with_a_round_trip(
+    db: PostgresDatabase, postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postgres_db, "RECHECK_SECONDS", 0.0)
+    statements = sent(postgres, lambda: db.get_user("alice"))
+    assert statements[0] == POOL_CHECK and "FROM users" in statements[1], statements
+
+
+def test_a_connection_the_server_closed_is_replaced_at_checkout(
+    db: PostgresDatabase, postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postgres_db, "RECHECK_SECONDS", 3600.0)  # no empty query to find it
+    db.add_user("alice", None, is_admin=False)  # the pool's one connection, just used
+    with psycopg.connect(postgres.url("postgres"), autocommit=True) as admin:
+        (ended,) = admin.execute(
+            "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (db.pool.conninfo.rsplit("/", 1)[1],),
+        ).fetchall()
+    assert ended == (True,)
+    user = db.get_user("alice")  # no error: the pool took a new connection
+    assert user is not None and user.name == "alice"
+
+
+def test_odd_oids_are_not_found_and_break_nothing(db: PostgresDatabase) -> None:
+    real = oids(2)
+    db.add_objects([IndexedObject("team/a", oid, 5, 1) for oid in real])
+    odd = ["", "NULL", "a,b", "}", '"', "\\", "x y", "{" + real[0] + "}", real[1].upper()]
+    assert db.object_sizes("team/a", [*odd, *real]) == {real[0]: 5, real[1]: 5}
+    assert db.object_sizes("team/a", odd) == {}
