@@ -4,7 +4,9 @@
 password checked; wrk -t2 -c8 --latency with benchmark 3's Lua script) on a
 stack whose database is PostgreSQL (LFS_DATABASE_URL) against a stack on
 SQLite in its data dir, on the same machine in the same run. Rounds rotate
-between the two; the medians are compared.
+between the two; the medians are compared. A diagnostic row gives the CPU
+milliseconds per request of the stack (nginx, gunicorn), PostgreSQL and wrk:
+on a machine this run alone keeps busy, their ratio is the req/s ratio.
 
 7a/7b. Round trips to the database, counted by PostgreSQL: a third stack on a
 database of its own, for which the server logs every statement
@@ -12,10 +14,11 @@ database of its own, for which the server logs every statement
 rounds pay no logging). A request's lines are those the log gained while it
 ran (the server writes them before it answers). Per request, over many:
 
-- round trips: simple queries (the pool's empty-query check of a connection
-  at checkout, BEGIN, COMMIT, ...) and extended-protocol executes, each a
-  wait for the database; the one-off preparation of a query (psycopg
-  prepares it at its 5th use on a connection) is left out;
+- round trips: simple queries (BEGIN, COMMIT, the pool's empty-query check
+  of a connection idle for more than a second at checkout, ...) and
+  extended-protocol executes, each a wait for the database; the one-off
+  preparation of a query (psycopg prepares it at its 5th use on a
+  connection) is left out;
 - statements: those round trips less the pool's checks;
 - transactions: BEGIN..COMMIT blocks, and statements run outside one.
 
@@ -47,7 +50,19 @@ from pathlib import Path
 import psycopg
 import requests
 from bench_batch import wrk
-from common import LFS_MEDIA_TYPE, Context, KiB, Row, log, median, remove, rotations, start_stack
+from common import (
+    LFS_MEDIA_TYPE,
+    Context,
+    KiB,
+    Row,
+    log,
+    median,
+    own_cpu_seconds,
+    remove,
+    rotations,
+    start_stack,
+    tree_cpu,
+)
 
 from tests.engines.postgres import PostgresServer, binaries
 from tests.stack import Stack
@@ -286,7 +301,7 @@ def run(ctx: Context) -> list[Row]:
     server_root.mkdir()
     server = PostgresServer(server_root, bin_dir, settings=SERVER_SETTINGS).start()
     try:
-        rows = _throughput(ctx, work, server.new_database())
+        rows = _throughput(ctx, work, server)
         rows += _round_trips(ctx, work, server)
     finally:
         server.stop()
@@ -294,10 +309,12 @@ def run(ctx: Context) -> list[Row]:
     return rows
 
 
-def _throughput(ctx: Context, work: Path, database_url: str) -> list[Row]:
+def _throughput(ctx: Context, work: Path, server: PostgresServer) -> list[Row]:
     duration = 3 if ctx.quick else 10
     rounds = ctx.runs or (2 if ctx.quick else 5)
     auth = _basic(READER)
+    postmaster = int((server.data_dir / "postmaster.pid").read_text().split()[0])
+    database_url = server.new_database()
     with (
         start_stack(
             work / "stack-postgresql", LFS_ANONYMOUS="none", LFS_DATABASE_URL=database_url
@@ -319,10 +336,20 @@ def _throughput(ctx: Context, work: Path, database_url: str) -> list[Row]:
         rps: dict[str, list[float]] = {name: [] for name in stacks}
         p50: dict[str, list[float]] = {name: [] for name in stacks}
         p99: dict[str, list[float]] = {name: [] for name in stacks}
+        # CPU ms per request: the stack (nginx, gunicorn), PostgreSQL, wrk.
+        cpu: dict[str, list[dict[str, float]]] = {name: [] for name in stacks}
         log(f"postgres: {rounds} rounds of wrk {duration} s on {', '.join(stacks)}")
         for order in rotations(list(stacks), rounds):
             for name in order:
+                meters = _cpu_meters(stacks[name], postmaster)
+                before = {what: meter() for what, meter in meters.items()}
                 result = wrk(urls[name], body, work / f"{name}.lua", duration, auth=auth)
+                cpu[name].append(
+                    {
+                        what: 1000 * (meter() - before[what]) / result["requests"]
+                        for what, meter in meters.items()
+                    }
+                )
                 rps[name].append(result["rps"])
                 p50[name].append(result["p50_us"] / 1000)
                 p99[name].append(result["p99_us"] / 1000)
@@ -331,7 +358,12 @@ def _throughput(ctx: Context, work: Path, database_url: str) -> list[Row]:
         "requests_per_second": rps,
         "p50_ms": p50,
         "p99_ms": p99,
+        "cpu_ms_per_request": cpu,
         "duration_s": duration,
+    }
+    spent = {
+        name: {what: median(run[what] for run in cpu[name]) for what in cpu[name][0]}
+        for name in stacks
     }
     ours, ref = median(rps[POSTGRESQL]), median(rps[SQLITE])
 
@@ -359,7 +391,34 @@ def _throughput(ctx: Context, work: Path, database_url: str) -> list[Row]:
             median(p99[SQLITE]) / median(p99[POSTGRESQL]),
             notes="ratio = SQLite p99 / PostgreSQL p99",
         ),
+        Row(
+            "7",
+            "  diagnostic: CPU ms per request (medians of the rounds)",
+            _cpu_text(spent[POSTGRESQL]),
+            f"{_cpu_text(spent[SQLITE])} (SQLite)",
+            sum(spent[SQLITE].values()) / sum(spent[POSTGRESQL].values()),
+            notes="ratio = SQLite total / PostgreSQL total: the req/s ratio where this run "
+            "alone keeps the cores busy; server = nginx + gunicorn; PostgreSQL idles "
+            "during the SQLite rounds",
+        ),
     ]
+
+
+def _cpu_meters(stack: Stack, postmaster: int) -> dict[str, Callable[[], float]]:
+    """Core-seconds used so far by the stack's processes, PostgreSQL's and wrk
+    (a child of this process, counted once reaped)."""
+    assert stack.proc is not None
+    root = stack.proc.pid
+    return {
+        "server": lambda: tree_cpu(root),
+        "PostgreSQL": lambda: tree_cpu(postmaster),
+        "wrk": own_cpu_seconds,
+    }
+
+
+def _cpu_text(spent: dict[str, float]) -> str:
+    parts = ", ".join(f"{what} {ms:.2f}" for what, ms in spent.items() if ms >= 0.005)
+    return f"{sum(spent.values()):.2f} ({parts})"
 
 
 def _round_trips(ctx: Context, work: Path, server: PostgresServer) -> list[Row]:

@@ -492,6 +492,19 @@ def tree_pids(root: int) -> list[int]:
     return pids
 
 
+def tree_cpu(root: int) -> float:
+    """Core-seconds used so far by `root` and its living descendants."""
+    total = 0
+    for pid in tree_pids(root):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / _HZ
+
+
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 

@@ -197,8 +197,8 @@ def render(
         "7. PostgreSQL: the same server and batch (wrk, Basic auth) on SQLite in its data dir, "
         "rounds rotating. 7a: the same batch with 1 object. 7b: the upload's steps. Round trips "
         "are counted from PostgreSQL's statement log of a database of their own: each simple "
-        "query (the pool's empty-query check at checkout, BEGIN, COMMIT) and each "
-        "extended-protocol execute is one; transactions are BEGIN..COMMIT blocks and "
+        "query (BEGIN, COMMIT, the pool's empty-query check of an idle connection) and "
+        "each extended-protocol execute is one; transactions are BEGIN..COMMIT blocks and "
         "statements run outside one.",
         "",
         "Raw per-run numbers are in the JSON file next to this one.",
