@@ -1,13 +1,18 @@
 """SQLite backend: one file in the data dir, WAL mode, one connection per thread.
 
-WAL lets every gunicorn worker read while one writes; `busy_timeout` makes
-concurrent writers wait instead of failing. The schema is versioned with
+WAL lets every gunicorn worker read while one writes. Writers queue on an
+flock of the database's folder (held from BEGIN IMMEDIATE to COMMIT), which
+wakes the next one as soon as the lock is free; SQLite's own `busy_timeout`
+polls with sleeps of up to 100 ms, which made the tail of every upload.
+`busy_timeout` still covers writers that do not take the flock. The schema is versioned with
 `PRAGMA user_version` and migrated in order at open, under an immediate
 transaction so two workers starting together do not both migrate.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import secrets
 import sqlite3
 import threading
@@ -36,6 +41,7 @@ class SQLiteDatabase:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
+        self._writers = threading.Lock()
         self._migrate()
 
     @property
@@ -62,6 +68,12 @@ class SQLiteDatabase:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE .. COMMIT; on any failure, of the body or of COMMIT itself,
         the write lock is released before the original error propagates."""
+        with self._write_lock(), self._immediate() as conn:
+            yield conn
+
+    @contextmanager
+    def _immediate(self) -> Iterator[sqlite3.Connection]:
+        """The transaction itself, for a caller that holds the write lock."""
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -70,6 +82,17 @@ class SQLiteDatabase:
         except BaseException:
             self._abort(conn)
             raise
+
+    @contextmanager
+    def _write_lock(self) -> Iterator[None]:
+        """One writer at a time: this process's threads, then every process of the folder."""
+        with self._writers:
+            fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # releases the flock
 
     def _abort(self, conn: sqlite3.Connection) -> None:
         """Roll back; should that fail too, drop the connection (closing rolls back).
@@ -87,15 +110,19 @@ class SQLiteDatabase:
 
     def _migrate(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn.execute("PRAGMA journal_mode = WAL")
-        with self.transaction() as conn:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > len(MIGRATIONS):
-                raise DatabaseError(too_new(version))
-            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                for statement in statements(script):
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {number}")
+        # Under the write lock as a whole: switching a new database to WAL
+        # needs it alone, and a worker doing so while another one migrates
+        # would otherwise deadlock in SQLite ("database is locked" at once).
+        with self._write_lock():
+            self.conn.execute("PRAGMA journal_mode = WAL")
+            with self._immediate() as conn:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > len(MIGRATIONS):
+                    raise DatabaseError(too_new(version))
+                for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                    for statement in statements(script):
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {number}")
 
     def schema_version(self) -> int:
         return self.conn.execute("PRAGMA user_version").fetchone()[0]

@@ -116,17 +116,20 @@ def upload_room(upload_tmp_dir: Path) -> int | None:
 
 @dataclass(frozen=True)
 class VerifiedUpload:
-    """An upload whose size and SHA-256 match its oid, open and fsynced.
+    """An upload whose size and SHA-256 match its oid, open.
 
     `file` is the descriptor that was checked: a backend stores those bytes
     (the local store links that very inode), never whatever `path` names now.
     Its position is where the check left it (the end): read from offset 0.
+    `synced` tells whether its data is fsynced already; if not, a backend
+    that keeps this file must fsync it before put() returns.
     """
 
     oid: str
     size: int
     path: Path
     file: BinaryIO
+    synced: bool = True
 
 
 @dataclass(frozen=True)

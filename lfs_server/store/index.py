@@ -6,7 +6,8 @@ A row is written only after the backend's put returned, so everything it
 names is durable and verified. An upload of an oid the store already holds
 for another repository is still received and verified in full before the
 row is added: a repository learns nothing of what others hold, and cannot
-claim an object without having its bytes.
+claim an object without having its bytes. Rows of concurrent uploads are
+written together (group_commit.py): one transaction, one fsync for all.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lfs_server.db import Database, IndexedObject
+from lfs_server.group_commit import GroupCommit
 from lfs_server.store.base import ObjectStore
 from lfs_server.store.verify import UploadVerifier
 
@@ -25,6 +27,7 @@ class ObjectIndex:
         self.store = store
         self.db = db
         self.verifier = verifier
+        self._rows: GroupCommit[IndexedObject] = GroupCommit(db.add_objects)
 
     def sizes(self, repo: str, oids: Sequence[str]) -> dict[str, int]:
         """Which of `oids` `repo` may see, with their sizes: one query, no store access."""
@@ -53,4 +56,4 @@ class ObjectIndex:
 
     def record(self, repo: str, oid: str, size: int) -> None:
         """Let `repo` see a stored object whose bytes were verified for it."""
-        self.db.add_objects([IndexedObject(repo, oid, size, int(time.time()))])
+        self._rows.add(IndexedObject(repo, oid, size, int(time.time())))

@@ -3,8 +3,15 @@
 Layout: objects/<oid[:2]>/<oid[2:4]>/<oid>, one file per oid whichever
 repositories may see it (the object index says which). A verified upload
 is hard-linked into place from nginx's temp file on the same filesystem,
-so an object is visible only complete; the link, and every folder made for
-it, are fsynced before the upload is acknowledged.
+so an object is visible only complete; its data, the link, and every folder
+made for it, are fsynced before the upload is acknowledged.
+
+A large upload is fsynced (while it is hashed) before it is linked. A small
+one is linked first and then fsynced with its names, in one wait for the
+disk instead of two: until then its name may lead to bytes not yet durable
+(after a power loss: to a short or empty file). No index row names it before
+put() returns, so nobody sees it; and a later upload that finds the name
+taken checks the file there instead of trusting it (see _keep_existing).
 """
 
 from __future__ import annotations
@@ -13,13 +20,14 @@ import errno
 import hashlib
 import logging
 import os
+import secrets
 import shutil
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from lfs_server.durable import fsync_dir, fsync_new_dirs, make_dirs
+from lfs_server.durable import fsync_dir, fsync_new_dirs, fsync_together, make_dirs
 from lfs_server.store.base import (
     RESERVED_BYTES,
     Action,
@@ -32,6 +40,7 @@ from lfs_server.store.base import (
     upload_room,
     upload_through_server,
 )
+from lfs_server.store.verify import SMALL_UPLOAD
 
 INTERNAL_PREFIX = "/.lfs-internal/objects/"
 CHUNK = 1 << 20
@@ -89,9 +98,16 @@ class LocalStore:
                 link_open_file(upload.file.fileno(), upload.path, final)
                 stored = True
             except FileExistsError:
-                stored = False  # first writer won; its name may still await its fsync
-            fsync_dir(final.parent)
-            fsync_new_dirs(new_dirs)
+                # The first writer won, if what it left is the object.
+                stored = not _keep_existing(final, upload)
+                if stored:
+                    self._replace(final, upload)
+            # Its data, its name and the names of new folders, in one wait.
+            unsynced = stored and not upload.synced
+            fsync_together(
+                upload.file.fileno() if unsynced else None,
+                [final.parent, *(folder.parent for folder in new_dirs)],
+            )
         except OSError as exc:
             # The client learns only the status; the cause and the paths go
             # to the server log.
@@ -105,6 +121,19 @@ class LocalStore:
             )
             raise storage_failure(exc) from None
         return stored
+
+    def _replace(self, final: Path, upload: VerifiedUpload) -> None:
+        """Put the upload, durable first, in place of what `final` names (one rename)."""
+        if not upload.synced:
+            os.fsync(upload.file.fileno())
+        spare = final.with_name(f"{final.name}.{secrets.token_hex(8)}.new")
+        link_open_file(upload.file.fileno(), upload.path, spare)
+        try:
+            os.replace(spare, final)
+        except OSError:
+            spare.unlink(missing_ok=True)
+            raise
+        log.warning("lfs-server: replaced a damaged or incomplete copy of object %s", upload.oid)
 
     def health(self) -> dict[str, str]:
         return {"store": self._writable()}
@@ -273,6 +302,32 @@ def check_hard_links(upload_tmp_dir: Path, objects_dir: Path) -> None:
         os.unlink(target)
     finally:
         os.unlink(name)
+
+
+def _keep_existing(final: Path, upload: VerifiedUpload) -> bool:
+    """Whether the file already named `final` is the object, made durable here.
+
+    A large object is linked only once durable and checked: its size is
+    enough. A small one may have been linked by an upload still on its way
+    to its fsync, or left short by a power loss before it: it is hashed
+    again (cheap at this size) and fsynced before anyone relies on it.
+    """
+    try:
+        fd = os.open(final, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False  # a symlink or something unreadable: not the object
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size != upload.size:
+            return False
+        if upload.size < SMALL_UPLOAD:
+            with open(fd, "rb", buffering=0, closefd=False) as existing:
+                if hashlib.sha256(existing.read()).hexdigest() != upload.oid:
+                    return False
+            os.fsync(fd)
+        return True
+    finally:
+        os.close(fd)
 
 
 def link_open_file(fd: int, upload: Path, final: Path) -> None:

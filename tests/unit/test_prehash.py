@@ -117,7 +117,7 @@ def test_store_uses_the_prehash_and_still_checks_it(
 ) -> None:
     store = LocalStore(tmp_path / "objects", prehasher.upload_dir)
     verifier = UploadVerifier(str(prehasher.socket_path))
-    data = os.urandom(100_000)
+    data = os.urandom(verify_module.SMALL_UPLOAD)  # smaller ones are hashed in the request
     oid = hashlib.sha256(data).hexdigest()
     upload = prehasher.upload_dir / "0000000004"
     upload.write_bytes(data)
@@ -268,7 +268,7 @@ def running(hasher: Prehasher) -> Iterator[Prehasher]:
 
 def commit_quickly(verifier: UploadVerifier, store: LocalStore, name: str) -> float:
     """Commit a new upload (hashed by the app itself); the seconds it took."""
-    data = os.urandom(200_000)
+    data = os.urandom(verify_module.SMALL_UPLOAD)  # large enough to ask the Prehasher
     upload = store.upload_tmp_dir / name
     upload.write_bytes(data)
     begun = time.monotonic()
