@@ -4,8 +4,10 @@ Upload is two internal calls from nginx: `upload-auth` (auth_request, before
 any body byte is read) and `upload-commit` (after nginx has written the body
 to a temp file, whose path it passes in a header): the upload is verified,
 the store puts it in place, and only then does the object index let the
-token's repository see it. With direct S3 transfers the body goes to the
-bucket itself, and `verify` checks and commits it (store.take_direct). Download and verify look in that index for the
+token's repository see it; the PUT's 200 means all of that, so batch
+answers offer no verify action for it. With direct S3 transfers the body
+goes to the bucket itself, and `verify` checks and commits it
+(store.take_direct). Download and verify look in that index for the
 token's repository; a download answers with an X-Accel-Redirect to where
 the store keeps the bytes, so nginx sends them itself (Range included).
 """

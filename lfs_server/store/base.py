@@ -98,8 +98,13 @@ class Links:
 
 
 def upload_through_server(links: Links, oid: str, size: int) -> dict[str, Action]:
-    """The body goes to nginx, which the server verifies before the store takes it."""
-    return {"upload": links.ours("upload", oid, size), "verify": links.ours("verify", oid, size)}
+    """The body goes to nginx, which the server verifies before the store takes it.
+
+    No verify action: the PUT is answered 200 only once the object is
+    verified, durable and the repository's, so a verify call could only
+    repeat that answer (git-lfs makes one only when the batch offers it).
+    """
+    return {"upload": links.ours("upload", oid, size)}
 
 
 def upload_room(upload_tmp_dir: Path) -> int | None:
@@ -160,7 +165,8 @@ class ObjectStore(Protocol):
     takes_direct_uploads: bool
 
     def upload_actions(self, links: Links, oid: str, size: int) -> dict[str, Action]:
-        """The actions a batch answer offers to upload `oid` (upload and verify)."""
+        """The actions a batch answer offers to upload `oid`: upload, and verify
+        where the upload does not reach this server (a presigned bucket URL)."""
 
     def download_action(self, links: Links, oid: str, size: int) -> Action:
         """The action a batch answer offers to download `oid`."""

@@ -122,15 +122,17 @@ def put_action(action: dict[str, Any], data: bytes, **headers: str) -> requests.
 
 
 def upload(stack: Stack, repo: str, data: bytes, **kwargs: Any) -> None:
-    """Store `data` in `repo` through batch, PUT and verify, as the client does."""
+    """Store `data` in `repo` through batch, PUT and (when offered) verify, as the client does."""
     put_and_verify(actions_for(stack, repo, "upload", data, **kwargs), data)
 
 
 def put_and_verify(actions: dict[str, Any], data: bytes) -> None:
-    """The PUT and verify steps of an upload batch's `actions`, as the client takes them."""
+    """The PUT and (when offered) verify steps of an upload batch's `actions`, as the client takes them."""
     response = put_action(actions["upload"], data)
     assert response.status_code == 200, response.text[:500]
-    verify = actions["verify"]
+    verify = actions.get("verify")
+    if verify is None:
+        return
     response = requests.post(
         verify["href"],
         json={"oid": sha256(data), "size": len(data)},
@@ -138,6 +140,16 @@ def put_and_verify(actions: dict[str, Any], data: bytes) -> None:
         timeout=30,
     )
     assert response.status_code == 200, response.text[:500]
+
+
+def verify_action(stack: Stack, upload: dict[str, Any]) -> dict[str, Any]:
+    """The verify action for an upload through the server, which batch answers no
+    longer offer (the PUT commits): the upload's own token with op `verify`, as
+    the server would mint it, and the server's verify href. The endpoint still
+    answers such tokens (clients holding older answers, direct S3 uploads)."""
+    token = forge(stack, bearer(upload), op="verify")
+    base = upload["href"].partition("/.lfs/upload/")[0]
+    return {"href": f"{base}/.lfs/verify", "header": {"Authorization": f"Bearer {token}"}}
 
 
 def download_action(stack: Stack, repo: str, data: bytes, **kwargs: Any) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from tests.integration.helpers import (
     raw_exchange,
     sha256,
     upload,
+    verify_action,
     wait_until,
 )
 from tests.lfsapi import basic
@@ -313,9 +314,12 @@ def test_responses_carry_security_headers_and_no_version(stack: Stack) -> None:
         ),
         "upload 200": put_action(actions["upload"], other),
         "verify 200": requests.post(
-            actions["verify"]["href"],
+            verify_action(stack, actions["upload"])["href"],
             json={"oid": sha256(other), "size": len(other)},
-            headers={**actions["verify"]["header"], "Content-Type": LFS_MEDIA_TYPE},
+            headers={
+                **verify_action(stack, actions["upload"])["header"],
+                "Content-Type": LFS_MEDIA_TYPE,
+            },
             timeout=10,
         ),
         "download 200": requests.get(download["href"], headers=download["header"], timeout=10),

@@ -21,6 +21,7 @@ from tests.integration.helpers import (
     only_object,
     sha256,
     stored_copies,
+    verify_action,
 )
 from tests.stack import LFS_MEDIA_TYPE, Stack
 
@@ -72,7 +73,7 @@ def test_old_transfer_tokens_die_with_the_user(server: Stack) -> None:
     stored, fresh = os.urandom(5000), os.urandom(5001)
     first = actions(server, "alice", "upload", stored)
     assert put(first["upload"], stored).status_code == 200
-    assert verify(first["verify"], stored).status_code == 200
+    assert verify(verify_action(server, first["upload"]), stored).status_code == 200
     old_download = actions(server, "alice", "download", stored)["download"]
     old_upload = actions(server, "alice", "upload", fresh)
     assert get(old_download).content == stored  # works while alice is alice
@@ -82,14 +83,14 @@ def test_old_transfer_tokens_die_with_the_user(server: Stack) -> None:
     body = assert_lfs_error(get(old_download), 403, server)
     assert "alice" in body["message"]
     assert_lfs_error(put(old_upload["upload"], fresh), 403, server)
-    assert_lfs_error(verify(old_upload["verify"], fresh), 403, server)
+    assert_lfs_error(verify(verify_action(server, old_upload["upload"]), fresh), 403, server)
     assert stored_copies(server, sha256(fresh)) == []
 
     new_download = actions(server, "alice", "download", stored)["download"]
     assert get(new_download).content == stored
     new_upload = actions(server, "alice", "upload", fresh)
     assert put(new_upload["upload"], fresh).status_code == 200
-    assert verify(new_upload["verify"], fresh).status_code == 200
+    assert verify(verify_action(server, new_upload["upload"]), fresh).status_code == 200
 
 
 def locks_call(stack: Stack, name: str, suffix: str, body: dict[str, Any]) -> requests.Response:

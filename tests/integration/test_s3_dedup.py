@@ -16,6 +16,7 @@ from tests.integration.helpers import (
     only_object,
     sha256,
     upload,
+    verify_action,
 )
 from tests.stack import LFS_MEDIA_TYPE, Stack
 from tests.stores import S3_DIRECT, S3_PROXY, StoreEnv
@@ -41,7 +42,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, store_env: StoreEnv) -> Ite
 
 
 def verify_without_upload(stack: Stack, data: bytes) -> requests.Response:
-    action = actions_for(stack, REPO_A, "upload", data, auth=ALICE)["verify"]
+    actions = actions_for(stack, REPO_A, "upload", data, auth=ALICE)
+    action = actions.get("verify") or verify_action(stack, actions["upload"])
     return requests.post(
         action["href"],
         json={"oid": sha256(data), "size": len(data)},
@@ -74,7 +76,9 @@ def test_one_oid_in_two_repositories_is_stored_once_and_never_leaks(server: Stac
     nowhere = only_object(batch_for(server, REPO_A, "download", unknown, auth=ALICE), server)
     assert held["error"] == nowhere["error"]
     offered = only_object(batch_for(server, REPO_A, "upload", data, auth=ALICE), server)
-    assert set(offered["actions"]) == {"upload", "verify"}, offered
+    # verify only where the body goes to the bucket itself; a proxied PUT commits
+    expected = {"upload", "verify"} if server.store.direct else {"upload"}
+    assert set(offered["actions"]) == expected, offered
     assert shape(offered) == shape(
         only_object(batch_for(server, REPO_A, "upload", unknown, auth=ALICE), server)
     )

@@ -40,6 +40,7 @@ from tests.integration.helpers import (
     tamper,
     unsigned_token,
     upload,
+    verify_action,
 )
 from tests.lfsapi import basic
 from tests.stack import LFS_MEDIA_TYPE, Stack
@@ -72,7 +73,7 @@ def world(stack: Stack) -> World:
         y=y,
         download_x=bearer(download_action(stack, REPO_A, x)),
         upload_template=bearer(actions["upload"]),
-        verify_template=bearer(actions["verify"]),
+        verify_template=bearer(verify_action(stack, actions["upload"])),
     )
 
 
@@ -360,7 +361,7 @@ def test_real_upload_token_on_verify_and_download(stack: Stack, world: World) ->
     upload_headers = actions["upload"]["header"]
     assert_lfs_error(post_verify(stack, data, upload_headers), 403, stack)
     assert_lfs_error(get_download(stack, sha256(data), upload_headers), 403, stack)
-    verify_headers = actions["verify"]["header"]
+    verify_headers = verify_action(stack, actions["upload"])["header"]
     assert_lfs_error(put_upload(stack, data, verify_headers), 403, stack)
     assert_not_stored(stack, data)
 

@@ -30,6 +30,7 @@ from tests.integration.helpers import (
     sha256,
     stored_copies,
     upload,
+    verify_action,
     wait_until,
 )
 from tests.stack import LFS_MEDIA_TYPE, Stack
@@ -112,11 +113,11 @@ def test_wrong_hash_is_422_and_nothing_is_stored(stack: Stack) -> None:
     assert_not_stored(stack, data)
     assert_not_stored(stack, bytes(forged))
     assert wait_until(lambda: tmp_is_empty(stack)), stack.upload_tmp_files()
-    assert verify_post(actions["verify"], data).status_code == 404
+    assert verify_post(verify_action(stack, actions["upload"]), data).status_code == 404
     # Control: the same token stores the right bytes.
     assert put_action(actions["upload"], data).status_code == 200
     assert_stored_once(stack, data)
-    assert verify_post(actions["verify"], data).status_code == 200
+    assert verify_post(verify_action(stack, actions["upload"]), data).status_code == 200
 
 
 def test_chunked_body_is_refused_with_411(stack: Stack) -> None:
@@ -249,7 +250,7 @@ def test_concurrent_uploads_of_one_oid(stack: Stack) -> None:
     assert statuses == [200] * 8, [getattr(r, "text", r) for r in results]
     assert_stored_once(stack, data)
     assert wait_until(lambda: tmp_is_empty(stack)), stack.upload_tmp_files()
-    assert verify_post(actions["verify"], data).status_code == 200
+    assert verify_post(verify_action(stack, actions["upload"]), data).status_code == 200
     # Uploading it once more is a harmless no-op, and the batch now says done.
     assert put_action(actions["upload"], data).status_code == 200
     again = only_object(batch_for(stack, REPO, "upload", data), stack)
@@ -373,22 +374,23 @@ def test_gzip_accepted_download_is_the_object(stack: Stack, stored_object: bytes
 
 
 def test_verify(stack: Stack) -> None:
+    """Batch answers offer no verify here (the PUT commits); a verify token is still answered."""
     data = os.urandom(20_000)
     actions = actions_for(stack, REPO, "upload", data)
-    before = verify_post(actions["verify"], data)
+    assert set(actions) == {"upload"}
+    verify = verify_action(stack, actions["upload"])
+    before = verify_post(verify, data)
     assert_lfs_error(before, 404, stack)
     assert put_action(actions["upload"], data).status_code == 200
-    after = verify_post(actions["verify"], data)
+    after = verify_post(verify, data)
     assert after.status_code == 200, after.text
-    assert_lfs_error(
-        verify_post(actions["verify"], data, size=len(data) + 1), (400, 403, 422), stack
-    )
+    assert_lfs_error(verify_post(verify, data, size=len(data) + 1), (400, 403, 422), stack)
 
 
 def test_verify_malformed_bodies(stack: Stack) -> None:
     data = os.urandom(100)
     actions = actions_for(stack, REPO, "upload", data)
-    verify = actions["verify"]
+    verify = verify_action(stack, actions["upload"])
     headers = {**verify["header"], "Content-Type": LFS_MEDIA_TYPE}
     for body in (b"", b"{", b"[]", b'"x"', b'{"size": 100}', b'{"oid": 5, "size": 100}'):
         response = requests.post(verify["href"], data=body, headers=headers, timeout=30)
