@@ -17,7 +17,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import jwt
 
@@ -62,6 +62,11 @@ def _json(value: object) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
+def _header(kid: str) -> bytes:
+    """The header segment of the tokens signed with the key `kid` names."""
+    return _b64(_json({"alg": ALGORITHM, "kid": kid, "typ": "JWT"}).encode())
+
+
 class TokenSigner:
     """Signs with the current key; verifies with the current and previous keys.
 
@@ -70,15 +75,22 @@ class TokenSigner:
     the claims a batch shares once per batch (see BatchSigner), and the
     one-shot HMAC-SHA256 of the standard library signs `header.payload`.
     The result is byte-for-byte what `jwt.encode` makes (a unit test holds
-    it to that); verification is plain PyJWT with an explicit algorithm list
-    and required claims.
+    it to that). Every upload and download checks a token, so verification
+    of the tokens this server makes skips PyJWT too (about 150 us a token):
+    their header segment must be one of this server's own, byte for byte
+    (so the algorithm is HS256 and the key is the kid's), and their
+    signature the canonical base64url of the HMAC, compared in constant
+    time. Any other token goes through plain PyJWT with an explicit
+    algorithm list and required claims, which words what is wrong with it.
     """
 
     def __init__(self, key: bytes, previous_keys: tuple[bytes, ...] = ()) -> None:
         self._key = key
         self._kid = key_id(key)
         self._keys = {key_id(k): k for k in (*previous_keys, key)}
-        self._header = _b64(_json({"alg": ALGORITHM, "kid": self._kid, "typ": "JWT"}).encode())
+        self._header = _header(self._kid)
+        # The header segment of each key's tokens, as this server makes them.
+        self._by_header = {_header(kid).decode(): k for kid, k in self._keys.items()}
 
     def for_batch(self, repo: str, user: str, uid: str, right: str, expires_at: int) -> BatchSigner:
         return BatchSigner(self, repo, user, uid, right, expires_at)
@@ -94,6 +106,36 @@ class TokenSigner:
 
     def verify(self, token: str, op: str, oid: str) -> Grant:
         """Check signature, expiry and that the token is for this op and oid."""
+        claims = self._own_claims(token)
+        grant = self._grant(claims if claims is not None else self._pyjwt_claims(token))
+        if grant.op != op or grant.oid != oid:
+            raise TokenError(f"token is not valid for {op} of this object")
+        return grant
+
+    def _own_claims(self, token: str) -> dict[str, Any] | None:
+        """The claims of a token in this server's own form, checked; None for any other form."""
+        header, _, rest = token.partition(".")
+        payload, _, signature = rest.partition(".")
+        key = self._by_header.get(header)
+        if key is None or not payload or "." in signature:
+            return None
+        expected = _b64(hmac.digest(key, f"{header}.{payload}".encode(), "sha256")).decode()
+        if not hmac.compare_digest(expected.encode(), signature.encode()):
+            raise TokenError("invalid token")
+        try:
+            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        except ValueError:
+            raise TokenError("invalid token") from None
+        if not isinstance(claims, dict) or any(name not in claims for name in _REQUIRED):
+            raise TokenError("invalid token")
+        expires = claims["exp"]
+        if not isinstance(expires, int) or isinstance(expires, bool):
+            raise TokenError("invalid token")
+        if expires <= time.time():
+            raise TokenError("token expired; request a new one through the batch API")
+        return claims
+
+    def _pyjwt_claims(self, token: str) -> dict[str, Any]:
         try:
             kid = jwt.get_unverified_header(token).get("kid")
             key = self._keys.get(kid) if isinstance(kid, str) else None
@@ -104,8 +146,12 @@ class TokenSigner:
             raise TokenError("token expired; request a new one through the batch API") from None
         except jwt.PyJWTError:
             raise TokenError("invalid token") from None
+        return claims
+
+    @staticmethod
+    def _grant(claims: dict[str, Any]) -> Grant:
         try:
-            grant = Grant(
+            return Grant(
                 repo=str(claims["repo"]),
                 oid=str(claims["oid"]),
                 size=int(claims["size"]),
@@ -116,9 +162,6 @@ class TokenSigner:
             )
         except (TypeError, ValueError):
             raise TokenError("invalid token") from None
-        if grant.op != op or grant.oid != oid:
-            raise TokenError(f"token is not valid for {op} of this object")
-        return grant
 
 
 class BatchSigner:

@@ -33,6 +33,7 @@ def init_app(app: Flask, secret: bytes) -> None:
         raise ValueError("the web session needs the server's signing key")
     settings = services(app).settings
     app.secret_key = web_session.session_key(secret)
+    app.session_interface = web_session.PagesOnlySessions(PREFIX)
     app.config.update(
         SESSION_COOKIE_NAME="lfs_session",
         SESSION_COOKIE_PATH=f"{PREFIX}/",
