@@ -2,7 +2,8 @@
 
 boto3 (botocore and s3transfer) signs every request (SigV4), retries
 transient failures and splits large uploads into parallel parts; nothing here
-signs by hand. Credentials come from the AWS SDK's default chain
+signs by hand (presigned URLs come from botocore's own signer, see
+s3_signing). Credentials come from the AWS SDK's default chain
 (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, shared config
 files, container and instance roles), never from a setting of ours.
 
@@ -32,6 +33,7 @@ from boto3.s3.transfer import ProgressCallbackInvoker, TransferConfig, create_tr
 from botocore import UNSIGNED
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials, ReadOnlyCredentials
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -42,10 +44,11 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 from botocore.httpsession import URLLib3Session, get_cert_path
-from botocore.utils import get_environ_proxies
+from botocore.utils import get_environ_proxies, percent_encode_sequence
 
 from lfs_server.settings import S3Settings, Settings
 from lfs_server.store.base import is_valid_oid
+from lfs_server.store.s3_signing import SAMPLE_KEY, QuerySigner, SignedURL
 
 # The largest object one PUT (and so one presigned upload) may carry on AWS.
 MAX_PUT_SIZE = 5 << 30
@@ -57,6 +60,8 @@ INTERNAL_PREFIX = "/.lfs-internal/s3/"
 # between this host and the bucket.
 INTERNAL_EXPIRY = 900
 OBJECT_CONTENT_TYPE = "application/octet-stream"
+# The query every presigned GET carries, encoded as botocore encodes it.
+GET_QUERY = "?" + percent_encode_sequence({"response-content-type": OBJECT_CONTENT_TYPE})
 # Where the direct-mode start-up check writes (and removes) its probe object.
 PROBE_NAME = ".checksum-probe-"
 # Bytes read from the bucket at a time when an object is streamed (fsck).
@@ -205,6 +210,8 @@ class S3Bucket:
         self._where = settings.endpoint or f"AWS S3 ({settings.region})"
         self._botocore = botocore.session.Session()
         self._credentials_lock = threading.Lock()
+        self._credentials: Credentials | None = None
+        self._signer: QuerySigner | None = None
         session = boto3.session.Session(botocore_session=self._botocore)
         endpoint = settings.endpoint or None
         # Transfers: a few retries (standard mode backs off and retries
@@ -389,8 +396,7 @@ class S3Bucket:
     def presign_get(self, key: str, expires: int) -> str:
         """A GET URL valid for `expires` seconds; Range works on it. The answer's
         Content-Type is forced to application/octet-stream, whatever was stored."""
-        params = {"Bucket": self.bucket, "Key": key, "ResponseContentType": OBJECT_CONTENT_TYPE}
-        return self._presign("get_object", params, expires)
+        return self._presign("GET", key, expires, GET_QUERY).url
 
     def presign_put(self, key: str, size: int, sha256_hex: str, expires: int) -> PresignedPut:
         """A PUT URL the bucket honours only for exactly `size` bytes whose
@@ -399,16 +405,12 @@ class S3Bucket:
         against that checksum (400 BadDigest, nothing stored)."""
         if not 0 <= size <= MAX_PUT_SIZE:
             raise ValueError(f"one PUT carries at most {MAX_PUT_SIZE} bytes")
-        checksum = sha256_b64(sha256_hex)
-        params = {
-            "Bucket": self.bucket,
-            "Key": key,
-            "ContentLength": size,
-            "ContentType": OBJECT_CONTENT_TYPE,
-            "ChecksumSHA256": checksum,
+        headers = {
+            "Content-Type": OBJECT_CONTENT_TYPE,
+            "x-amz-checksum-sha256": sha256_b64(sha256_hex),
         }
-        url = self._presign("put_object", params, expires)
-        headers = {"Content-Type": OBJECT_CONTENT_TYPE, "x-amz-checksum-sha256": checksum}
+        signed = {"Content-Length": str(size), **headers}
+        url = self._presign("PUT", key, expires, headers=signed).url
         return PresignedPut(url=url, headers=headers)
 
     def internal_get_location(self, key: str, expires: int = INTERNAL_EXPIRY) -> str:
@@ -424,13 +426,44 @@ class S3Bucket:
     def origin(self) -> Origin:
         return bucket_origin(self.settings)
 
-    def _presign(self, operation: str, params: dict[str, object], expires: int) -> str:
-        if not 1 <= expires <= MAX_PRESIGN_EXPIRY:
-            raise ValueError(f"expiry must be 1 .. {MAX_PRESIGN_EXPIRY} seconds")
+    def _presign(
+        self,
+        method: str,
+        key: str,
+        expires: int,
+        query: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> SignedURL:
+        self._check_expiry(expires)
         try:
-            return self._client.generate_presigned_url(operation, Params=params, ExpiresIn=expires)
+            signer = self._signer or self._first_signer()
+            return signer.sign(self._frozen_credentials(), method, key, expires, query, headers)
         except BotoCoreError as exc:
             raise self._error(exc, "sign") from exc
+
+    @staticmethod
+    def _check_expiry(expires: int) -> None:
+        if not 1 <= expires <= MAX_PRESIGN_EXPIRY:
+            raise ValueError(f"expiry must be 1 .. {MAX_PRESIGN_EXPIRY} seconds")
+
+    def _first_signer(self) -> QuerySigner:
+        """The bucket's signer, from one URL botocore presigns the usual way."""
+        sample = self._client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": SAMPLE_KEY}, ExpiresIn=60
+        )
+        self._signer = QuerySigner.from_sample(sample)
+        return self._signer
+
+    def _frozen_credentials(self) -> ReadOnlyCredentials:
+        """The credentials to sign with now (refreshed by botocore when they
+        come from a role and are about to expire)."""
+        credentials = self._credentials
+        if credentials is None:
+            with self._credentials_lock:
+                credentials = self._credentials = self._botocore.get_credentials()
+            if credentials is None:
+                raise NoCredentialsError()
+        return credentials.get_frozen_credentials()
 
     # --- checks ---------------------------------------------------------------
 
