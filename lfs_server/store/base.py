@@ -13,8 +13,10 @@ around them, as in rudolfs' small `Storage` trait with its wrappers.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,12 +90,20 @@ class Links:
         header = {"Authorization": f"Bearer {self.sign(op, oid, size)}"}
         return self.external(self.href(op, oid), header)
 
-    def external(self, href: str, header: dict[str, str]) -> Action:
+    def external(self, href: str, header: dict[str, str], expires_at: int | None = None) -> Action:
+        """`expires_at` (Unix time) for a URL that expires on its own clock (a
+        reused presigned URL), stated as is and, in `expires_in`, as the whole
+        seconds surely left of it; otherwise the batch's expiry."""
+        if expires_at is None:
+            expires_in, expires_text = self.ttl, self.expires_at_text
+        else:
+            expires_in = max(0, expires_at - math.ceil(time.time()))
+            expires_text = rfc3339(expires_at)
         return {
             "href": href,
             "header": header,
-            "expires_in": self.ttl,
-            "expires_at": self.expires_at_text,
+            "expires_in": expires_in,
+            "expires_at": expires_text,
         }
 
 

@@ -121,7 +121,8 @@ class S3Store:
     def download_action(self, links: Links, oid: str, size: int) -> Action:
         if not self.direct:
             return links.ours("download", oid, size)
-        return links.external(self.bucket.presign_get(self.bucket.key_for(oid), links.ttl), {})
+        signed = self.bucket.download_url(self.bucket.key_for(oid), links.ttl)
+        return links.external(signed.url, {}, expires_at=signed.expires_at)
 
     def take_direct(self, oid: str, size: int, verify_token: str) -> bool:
         source = self.upload_key(oid, verify_token)

@@ -49,6 +49,7 @@ from botocore.utils import get_environ_proxies, percent_encode_sequence
 from lfs_server.settings import S3Settings, Settings
 from lfs_server.store.base import is_valid_oid
 from lfs_server.store.s3_signing import SAMPLE_KEY, QuerySigner, SignedURL
+from lfs_server.store.s3_url_cache import URLCache
 
 # The largest object one PUT (and so one presigned upload) may carry on AWS.
 MAX_PUT_SIZE = 5 << 30
@@ -212,6 +213,7 @@ class S3Bucket:
         self._credentials_lock = threading.Lock()
         self._credentials: Credentials | None = None
         self._signer: QuerySigner | None = None
+        self._downloads = URLCache()
         session = boto3.session.Session(botocore_session=self._botocore)
         endpoint = settings.endpoint or None
         # Transfers: a few retries (standard mode backs off and retries
@@ -398,6 +400,21 @@ class S3Bucket:
         Content-Type is forced to application/octet-stream, whatever was stored."""
         return self._presign("GET", key, expires, GET_QUERY).url
 
+    def download_url(self, key: str, expires: int) -> SignedURL:
+        """A presigned GET as presign_get gives, or one given a moment ago
+        that is still valid for about `expires` seconds (see s3_url_cache)."""
+        self._check_expiry(expires)
+        try:
+            credentials = self._frozen_credentials()
+        except BotoCoreError as exc:
+            raise self._error(exc, "sign") from exc
+        return self._downloads.get(
+            key,
+            expires,
+            credentials,
+            lambda: self._presign("GET", key, expires, GET_QUERY, credentials=credentials),
+        )
+
     def presign_put(self, key: str, size: int, sha256_hex: str, expires: int) -> PresignedPut:
         """A PUT URL the bucket honours only for exactly `size` bytes whose
         SHA-256 is `sha256_hex`: the signature covers Content-Length,
@@ -416,7 +433,7 @@ class S3Bucket:
     def internal_get_location(self, key: str, expires: int = INTERNAL_EXPIRY) -> str:
         """The X-Accel-Redirect value that makes nginx stream the object from
         the bucket: INTERNAL_PREFIX, the key, and a presigned GET's query."""
-        url = urlsplit(self.presign_get(key, expires))
+        url = urlsplit(self.download_url(key, expires).url)
         base = self.origin.base_path
         if not url.path.startswith(base):
             raise ValueError("presigned URL outside the bucket's base path")
@@ -433,11 +450,13 @@ class S3Bucket:
         expires: int,
         query: str = "",
         headers: dict[str, str] | None = None,
+        credentials: ReadOnlyCredentials | None = None,
     ) -> SignedURL:
         self._check_expiry(expires)
         try:
             signer = self._signer or self._first_signer()
-            return signer.sign(self._frozen_credentials(), method, key, expires, query, headers)
+            signing = credentials or self._frozen_credentials()
+            return signer.sign(signing, method, key, expires, query, headers)
         except BotoCoreError as exc:
             raise self._error(exc, "sign") from exc
 
