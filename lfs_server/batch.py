@@ -18,7 +18,7 @@ from lfs_server.errors import LFS_MEDIA_TYPE, LFSError
 from lfs_server.jsonbody import read_json_object
 from lfs_server.repos import repo_from_path
 from lfs_server.services import services
-from lfs_server.store import INSUFFICIENT_STORAGE, Links, ObjectStore, is_valid_oid
+from lfs_server.store import INSUFFICIENT_STORAGE, Action, Links, ObjectStore, is_valid_oid
 
 MAX_OBJECTS = 1000
 OPERATION_RIGHTS = {"upload": "write", "download": "read"}
@@ -74,8 +74,26 @@ def _parse_objects(objects: Any) -> list[tuple[str, int]]:
     return parsed
 
 
+_ACTION_KEYS = {"href", "header", "expires_in", "expires_at"}
+# One encoder for every answer: json.dumps with separators makes a new one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def _json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    return _ENCODER.encode(value)
+
+
+def _action_json(action: Action) -> str:
+    """An action as JSON text, as _json writes it. The four fields Links
+    writes are encoded one by one, which takes a third of the time of
+    encoding the dict: a direct-mode download batch encodes one per object."""
+    if action.keys() != _ACTION_KEYS:
+        return _json(action)
+    header = action["header"]
+    return (
+        f'{{"href":{_json(action["href"])},"header":{_json(header) if header else "{}"},'
+        f'"expires_in":{action["expires_in"]:d},"expires_at":{_json(action["expires_at"])}}}'
+    )
 
 
 def _error(oid: str, size: int, code: int, message: str) -> dict[str, Any]:
@@ -149,9 +167,10 @@ class _ActionBuilder:
         the download goes through this server: the oid is validated hex, the
         size an int, the token base64url."""
         if not self.fast_downloads:
-            action = self.store.download_action(self.links, oid, size)
-            return _json(
-                {"oid": oid, "size": size, "authenticated": True, "actions": {"download": action}}
+            action = _action_json(self.store.download_action(self.links, oid, size))
+            return (
+                f'{{"oid":"{oid}","size":{size:d},"authenticated":true,'
+                f'"actions":{{"download":{action}}}}}'
             )
         token = self.tokens.sign("download", oid, size)
         return (

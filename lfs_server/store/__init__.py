@@ -2,6 +2,7 @@
 
 from lfs_server.store.base import (
     INSUFFICIENT_STORAGE,
+    Action,
     CommitError,
     Links,
     ObjectStore,
@@ -15,6 +16,7 @@ from lfs_server.store.verify import UploadVerifier
 
 __all__ = [
     "INSUFFICIENT_STORAGE",
+    "Action",
     "CommitError",
     "Links",
     "LocalStore",
