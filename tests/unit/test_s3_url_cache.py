@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -171,3 +172,26 @@ def test_a_direct_batch_states_a_reused_urls_true_expiry(
     assert now - 1 <= old.expires_at - action["expires_in"] <= now
     assert settings.token_ttl - 60 <= action["expires_in"] <= settings.token_ttl - 40
     assert fetch()["href"] == old.url
+
+
+def test_threads_share_the_cache_within_its_bound() -> None:
+    fake = Signer()
+    cache = URLCache(capacity=2, clock=fake.clock)
+    keys = ["a", "b", "c"]
+    start = threading.Barrier(8)
+    seen: list[SignedURL] = []
+
+    def worker(n: int) -> None:
+        start.wait()
+        for i in range(300):
+            key = keys[(n + i) % 3]
+            got = cache.get(key, 60, ALICE, fake.sign(key, 60))
+            assert got.url.startswith(f"https://b/{key}?")
+            seen.append(got)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(seen) == 8 * 300 and len(cache) <= 2
