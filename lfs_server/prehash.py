@@ -35,14 +35,14 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 # How the launcher tells gunicorn's workers where the Prehasher listens.
 PREHASH_SOCKET_ENV = "LFS_PREHASH_SOCKET"
 POLL_SECONDS = 0.02
-CHUNK = 4 << 20
+CHUNK = 1 << 20
 # Bytes read from one file per pass, so that one large upload does not
 # starve the others.
 PER_PASS = 64 << 20
@@ -53,6 +53,35 @@ THREADS = ("follow", "accept")
 SYNC_FILE_RANGE_WRITE = 2
 
 _libc = ctypes.CDLL(None, use_errno=True)
+
+
+class _Buffers:
+    """Read buffers of CHUNK bytes, each reused by one reader at a time.
+
+    A new bytes object per read would be allocated and freed by whichever
+    thread reads (the follow loop, a digest request); above glibc's adaptive
+    mmap threshold every thread's malloc arena then keeps such chunks, and
+    the process grows by megabytes per thread that ever read. Reading into
+    these instead keeps its memory at one buffer per concurrent reader,
+    whatever the size of the uploads.
+    """
+
+    def __init__(self) -> None:
+        self._free: list[memoryview] = []
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def lend(self) -> Iterator[memoryview]:
+        with self._lock:
+            buffer = self._free.pop() if self._free else memoryview(bytearray(CHUNK))
+        try:
+            yield buffer
+        finally:
+            with self._lock:
+                self._free.append(buffer)
+
+
+_buffers = _Buffers()
 
 
 def start_writeback(fd: int, offset: int, length: int) -> None:
@@ -91,12 +120,13 @@ class _Followed:
         """Hash from the current offset up to `until` bytes (at most `budget`)."""
         end = until if budget is None else min(until, self.offset + budget)
         start = self.offset
-        while self.offset < end:
-            chunk = os.pread(self.fd, min(CHUNK, end - self.offset), self.offset)
-            if not chunk:
-                break
-            self.digest.update(chunk)
-            self.offset += len(chunk)
+        with _buffers.lend() as buffer:
+            while self.offset < end:
+                count = os.preadv(self.fd, [buffer[: min(CHUNK, end - self.offset)]], self.offset)
+                if not count:
+                    break
+                self.digest.update(buffer[:count])
+                self.offset += count
         if self.offset > start:
             start_writeback(self.fd, start, self.offset - start)
 
