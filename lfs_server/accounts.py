@@ -24,8 +24,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from werkzeug.security import check_password_hash, generate_password_hash
-
 from lfs_server.db import Database, User
 from lfs_server.settings import SettingsError
 
@@ -50,11 +48,19 @@ def looks_like_token(secret: str) -> bool:
     return _TOKEN_RE.fullmatch(secret) is not None
 
 
+# Werkzeug is imported where a password is hashed or checked, not with this
+# module: the launcher and the CLI use the rest of it without the web stack.
+
+
 def hash_password(password: str) -> str:
+    from werkzeug.security import generate_password_hash
+
     return generate_password_hash(password)
 
 
 def password_matches(password_hash: str | None, password: str) -> bool:
+    from werkzeug.security import check_password_hash
+
     return password_hash is not None and check_password_hash(password_hash, password)
 
 

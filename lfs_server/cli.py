@@ -28,6 +28,9 @@ from lfs_server.settings import (
 # migrate-db's source is always the SQLite database of LFS_DATA_DIR: these
 # settings, a server's on PostgreSQL, do not apply to it (--to names the target).
 TARGET_SETTINGS = ("LFS_DATABASE_URL", "LFS_DATABASE_PASSWORD_FILE")
+# migrate-store --jobs: objects copied at once.
+DEFAULT_JOBS = 8
+MAX_JOBS = 64
 
 
 class CommandError(Exception):
@@ -294,8 +297,6 @@ def cmd_migrate_db(args: argparse.Namespace, settings: Settings) -> int:
 
 def jobs(text: str) -> int:
     """How many objects migrate-store copies at once (argparse type)."""
-    from lfs_server.migrate_store import MAX_JOBS
-
     if not text.isdigit() or not 1 <= int(text) <= MAX_JOBS:
         raise argparse.ArgumentTypeError(f"expected a number from 1 to {MAX_JOBS}, got {text!r}")
     return int(text)
@@ -417,8 +418,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="postgresql://user[:password]@host[:port]/database[?sslmode=...]; the password "
         "may come from LFS_DATABASE_PASSWORD_FILE instead (LFS_DATABASE_URL is not read)",
     )
-
-    from lfs_server.migrate_store import DEFAULT_JOBS
 
     migrate_store = add(
         "migrate-store",

@@ -35,6 +35,13 @@ def write_lfs_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
 util.write_error = write_lfs_error
 
 
+def on_starting(server: Any) -> None:
+    """Before any worker is forked: the app's modules, shared by every worker."""
+    from lfs_server.preload import share_modules
+
+    share_modules()
+
+
 def child_exit(server: Any, worker: Any) -> None:
     """A worker is gone (exit or crash): tell prometheus_client's multiprocess mode.
 

@@ -39,8 +39,6 @@ from lfs_server.store.s3_bucket import BucketError, BucketRejected, S3Bucket, sh
 from lfs_server.units import human_bytes
 from lfs_server.upgrade import classify
 
-DEFAULT_JOBS = 8
-MAX_JOBS = 64
 # How often the main thread redraws the progress (and notices Ctrl-C).
 TICK = 0.2
 OLD_LAYOUT = (

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from lfs_server.cpus import available_cpus
 from lfs_server.settings import Settings
-from lfs_server.store.s3_nginx import render_s3_nginx
 
 _FIELD_RE = re.compile(r"\{\{([A-Z_]+)\}\}")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
@@ -109,6 +108,8 @@ def s3_snippets(settings: Settings) -> tuple[str, str]:
     """The bucket's upstream and internal download location, with the S3 store only."""
     if settings.store != "s3":
         return "", ""
+    from lfs_server.store.s3_nginx import render_s3_nginx  # boto3: only for the S3 store
+
     try:
         snippets = render_s3_nginx(settings.s3)
     except ValueError as exc:

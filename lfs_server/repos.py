@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import re
 
-from lfs_server.errors import LFSError
-
 MAX_SEGMENTS = 8
 _SEGMENT_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 
@@ -29,6 +27,9 @@ def normalize_repo(raw: str) -> str | None:
 
 def repo_from_path(raw: str) -> str:
     """The repository a request URL names, or 404."""
+    # Only requests get here: the launcher and the CLI use this module without Flask.
+    from lfs_server.errors import LFSError
+
     repo = normalize_repo(raw)
     if repo is None:
         raise LFSError(404, "repository not found: invalid repository name")

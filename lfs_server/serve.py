@@ -26,7 +26,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lfs_server import child_env, cleanup, nginx_conf, privileges
-from lfs_server.accounts import ensure_admin
 from lfs_server.db import open_database
 from lfs_server.prehash import PREHASH_SOCKET_ENV
 from lfs_server.prehash_process import PREHASH_DIR_ENV
@@ -525,6 +524,8 @@ def serve(settings: Settings) -> int:
         check_store(settings)
         run_upgrade(settings)
         if settings.admin_user:
+            from lfs_server.accounts import ensure_admin
+
             db = open_database(settings)
             try:
                 ensure_admin(db, settings.admin_user, settings.admin_password)
