@@ -117,8 +117,16 @@ def s3_snippets(settings: Settings) -> tuple[str, str]:
     return snippets.http, snippets.server
 
 
-def render(settings: Settings, run_dir: Path, socket: Path, access_log: str) -> str:
+def render(
+    settings: Settings,
+    run_dir: Path,
+    socket: Path,
+    access_log: str,
+    bucket: tuple[str, str] | None = None,
+) -> str:
     """The config text; UnsafeValue when a path cannot be written into it safely.
+
+    `bucket` is what s3_snippets gave for these settings, when it ran elsewhere.
 
     There is no `user` directive: the launcher starts nginx as the user that
     serves (never root), so master and workers run as that user.
@@ -128,7 +136,7 @@ def render(settings: Settings, run_dir: Path, socket: Path, access_log: str) -> 
     listen = escaped(f"{listen_host}:{settings.listen_port}", "LFS_LISTEN", variables=False)
     connections, files = worker_limits()
     data_dir = "LFS_DATA_DIR"
-    s3_http, s3_server = s3_snippets(settings)
+    s3_http, s3_server = s3_snippets(settings) if bucket is None else bucket
     fields = {
         "WORKER_PROCESSES": str(available_cpus()),
         "WORKER_CONNECTIONS": str(connections),

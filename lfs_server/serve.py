@@ -27,6 +27,7 @@ from pathlib import Path
 
 from lfs_server import child_env, cleanup, nginx_conf, privileges
 from lfs_server.db import open_database
+from lfs_server.isolated import ChildFailed, in_child
 from lfs_server.prehash import PREHASH_SOCKET_ENV
 from lfs_server.prehash_process import PREHASH_DIR_ENV
 from lfs_server.privileges import PrivilegeError, RunAs
@@ -206,9 +207,16 @@ def installation() -> list[tuple[str, Path, int]]:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, user: RunAs | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        user: RunAs | None = None,
+        bucket: tuple[str, str] | None = None,
+    ) -> None:
         self.settings = settings
         self.user = user
+        # nginx's snippets for the S3 bucket, when start_backends made them.
+        self.bucket = bucket
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.stopping = False
         self.next_sweep = time.monotonic() + SWEEP_INTERVAL_SECONDS
@@ -235,7 +243,9 @@ class Supervisor:
         app_dir = run_dir / "app"
         socket_path = app_dir / "gunicorn.sock"
         try:
-            text = nginx_conf.render(self.settings, run_dir, socket_path, "/dev/stdout")
+            text = nginx_conf.render(
+                self.settings, run_dir, socket_path, "/dev/stdout", self.bucket
+            )
         except nginx_conf.UnsafeValue as exc:
             raise LaunchError(str(exc)) from None
         check_port_free(self.settings)
@@ -509,6 +519,26 @@ def run_upgrade(settings: Settings) -> None:
         ) from None
 
 
+def start_backends(settings: Settings) -> tuple[str, str]:
+    """What needs the store's and the database's libraries: the store's check,
+    the one-time upgrade, the admin from LFS_ADMIN_USER, and nginx's snippets
+    for the bucket (empty without one), which are returned."""
+    check_store(settings)
+    run_upgrade(settings)
+    if settings.admin_user:
+        from lfs_server.accounts import ensure_admin
+
+        db = open_database(settings)
+        try:
+            ensure_admin(db, settings.admin_user, settings.admin_password)
+        finally:
+            db.close()
+    try:
+        return nginx_conf.s3_snippets(settings)
+    except nginx_conf.UnsafeValue as exc:
+        raise LaunchError(str(exc)) from None
+
+
 def serve(settings: Settings) -> int:
     """Run the server until a stop signal (0) or a child's death (1); 2 when it cannot start."""
     run_dir: Path | None = None
@@ -521,23 +551,19 @@ def serve(settings: Settings) -> int:
         settings = settings.with_secret()
         prepare_data_dir(settings)
         check_data_dir(settings)
-        check_store(settings)
-        run_upgrade(settings)
-        if settings.admin_user:
-            from lfs_server.accounts import ensure_admin
-
-            db = open_database(settings)
-            try:
-                ensure_admin(db, settings.admin_user, settings.admin_password)
-            finally:
-                db.close()
+        # In a child of its own: the launcher never holds boto3, psycopg or
+        # Werkzeug (lfs_server.isolated). It has no thread yet.
+        bucket = in_child(lambda: start_backends(settings))
         sweep_stale_uploads(settings)
-        return Supervisor(settings, user).run(run_dir)
+        return Supervisor(settings, user, bucket).run(run_dir)
     except PrivilegeError as exc:
         print(f"lfs-server: {exc}", file=sys.stderr)
         return 2
     except LaunchError as exc:
         print(f"lfs-server: {exc}", file=sys.stderr)
+        return 2
+    except ChildFailed as exc:
+        print(f"lfs-server: the start-up checks failed: {exc}", file=sys.stderr)
         return 2
     finally:
         if run_dir is not None:

@@ -24,10 +24,11 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import boto3
+import botocore.loaders
 import botocore.session
 from boto3.s3.transfer import ProgressCallbackInvoker, TransferConfig, create_transfer_manager
 from botocore import UNSIGNED
@@ -148,6 +149,33 @@ class Origin:
     base_path: str  # "/bucket/" (path addressing) or "/" (virtual)
 
 
+# botocore's data files (the S3 model, endpoint rules, partitions) parsed
+# once per process, some 14 MiB, and shared by every session made here. The
+# gunicorn master parses them before it forks (load_models), so its workers
+# share those pages instead of parsing a copy each. Loaded data is only read.
+_loader = botocore.loaders.create_loader()
+
+
+def _session() -> botocore.session.Session:
+    session = botocore.session.Session()
+    session.register_component("data_loader", _loader)
+    return session
+
+
+def _unsigned_client(settings: S3Settings) -> Any:  # botocore makes the class at run time
+    """A client that signs nothing: it needs no credentials and makes no request here."""
+    return boto3.session.Session(botocore_session=_session()).client(
+        "s3",
+        endpoint_url=settings.endpoint or None,
+        config=_config(settings, signature_version=UNSIGNED),
+    )
+
+
+def load_models(settings: S3Settings) -> None:
+    """Parse what an S3 client for these settings needs, without a request."""
+    _unsigned_client(settings)
+
+
 def sha256_b64(sha256_hex: str) -> str:
     """The `x-amz-checksum-sha256` form of a SHA-256: base64 of its 32 bytes."""
     return base64.b64encode(bytes.fromhex(sha256_hex)).decode()
@@ -168,11 +196,7 @@ def bucket_origin(settings: S3Settings) -> Origin:
     Asked of botocore itself (an unsigned URL for a sample key, no network, no
     credentials), so nginx proxies to exactly the place every signed URL names.
     """
-    client = boto3.session.Session().client(
-        "s3",
-        endpoint_url=settings.endpoint or None,
-        config=_config(settings, signature_version=UNSIGNED),
-    )
+    client = _unsigned_client(settings)
     sample = settings.prefix + "0" * 64
     url = urlsplit(
         client.generate_presigned_url(
@@ -193,7 +217,7 @@ def bucket_origin(settings: S3Settings) -> Origin:
 def ca_bundle() -> str:
     """The CA certificates botocore trusts (AWS_CA_BUNDLE, the profile's
     ca_bundle, or the bundle it ships), for nginx to verify the same bucket."""
-    configured = botocore.session.Session().get_config_variable("ca_bundle")
+    configured = _session().get_config_variable("ca_bundle")
     return str(configured or get_cert_path(True))
 
 
@@ -209,7 +233,7 @@ class S3Bucket:
         self.bucket = settings.bucket
         self.prefix = settings.prefix
         self._where = settings.endpoint or f"AWS S3 ({settings.region})"
-        self._botocore = botocore.session.Session()
+        self._botocore = _session()
         self._credentials_lock = threading.Lock()
         self._credentials: Credentials | None = None
         self._signer: QuerySigner | None = None

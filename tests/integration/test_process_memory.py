@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.engines.seaweedfs import HOST_AWS_VARIABLES, aws_env
 from tests.integration.helpers import lfs_headers
 from tests.procs import descendants, gunicorn_workers, launcher_child
 from tests.stack import Stack
@@ -51,9 +52,8 @@ sys.meta_path.insert(0, ImportRecorder())
 '''
 
 
-@pytest.fixture(scope="module")
-def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Path]]:
-    root = tmp_path_factory.mktemp("memory")
+def recording_stack(root: Path, **env: str) -> tuple[Stack, Path]:
+    """A stack (not started) whose Python processes note their imports; the notes' folder."""
     hook, records = root / "hook", root / "records"
     hook.mkdir()
     records.mkdir()
@@ -63,9 +63,16 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, 
     text = RECORDER.format(watched=sorted(WEB_STACK + BACKENDS), records=str(records))
     (hook / "sitecustomize.py").write_text(text)
     (hook / "sitecustomize.py").chmod(0o644)
-    stack_root = tmp_path_factory.mktemp("memory-stack")
+    (root / "stack").mkdir()
+    (root / "stack").chmod(0o711)
     search = os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))
-    stack = Stack(stack_root, LFS_ANONYMOUS="write", PYTHONPATH=search).start()
+    return Stack(root / "stack", LFS_ANONYMOUS="write", PYTHONPATH=search, **env), records
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Path]]:
+    stack, records = recording_stack(tmp_path_factory.mktemp("memory"))
+    stack.start()
     try:
         yield stack, records
     finally:
@@ -149,6 +156,38 @@ def test_workers_share_the_modules_their_master_imported(recorded) -> None:
     assert "lfs_server.app" in imported(records, launcher_child(stack, "gunicorn"))
     for worker in gunicorn_workers(stack):
         assert not imported(records, worker) & set(WEB_STACK), imported(records, worker)
+
+
+def test_backends_are_imported_by_the_gunicorn_master_alone_when_asked_for(
+    tmp_path: Path, seaweedfs, postgres
+) -> None:
+    """On S3 and PostgreSQL (an admin to create too) the launcher still holds
+    neither boto3, psycopg nor Werkzeug; the workers inherit them from their master."""
+    env = {
+        **aws_env(tmp_path / "aws"),
+        "LFS_STORE": "s3",
+        "LFS_S3_BUCKET": seaweedfs.new_bucket(),
+        "LFS_S3_ENDPOINT": seaweedfs.endpoint,
+        "LFS_DATABASE_URL": postgres.new_database(),
+        "LFS_ADMIN_USER": "boss",
+        "LFS_ADMIN_PASSWORD": "a long enough password",
+    }
+    stack, records = recording_stack(tmp_path, **env)
+    stack.env = {k: v for k, v in stack.env.items() if k not in HOST_AWS_VARIABLES} | env
+    stack.start()
+    try:
+        src = tmp_path / "object.bin"
+        oid = make_object(src, MIB)
+        transfer(stack, src, oid, MIB)
+        assert stack.proc is not None
+        for pid in (stack.proc.pid, launcher_child(stack, "prehash_process")):
+            assert not imported(records, pid), (pid, imported(records, pid))
+        master = imported(records, launcher_child(stack, "gunicorn"))
+        assert {"boto3", "psycopg", "lfs_server.app"} <= master, master
+        for worker in gunicorn_workers(stack):
+            assert not imported(records, worker), imported(records, worker)
+    finally:
+        stack.stop()
 
 
 def test_server_tree_stays_under_100_mib_pss(recorded, tmp_path: Path) -> None:
