@@ -1,4 +1,4 @@
-"""Shared pieces of the benchmarks: the stack, a plain nginx reference, curl, RSS sampling.
+"""Shared pieces of the benchmarks: the stack, a plain nginx reference, curl, memory sampling (PSS and RSS).
 
 Everything listens on 127.0.0.1 on free ports, lives in one temp dir per run
 and is stopped by the PID this process started. Only the stdlib, requests
@@ -167,6 +167,38 @@ def own_cpu_seconds() -> float:
         usage = resource.getrusage(who)
         total += usage.ru_utime + usage.ru_stime
     return total
+
+
+def cpu_by_role(root: int) -> dict[str, float]:
+    """Core-seconds (user + system) used so far by the live processes of a
+    tree, summed per role (launcher, prehasher, nginx worker, ...)."""
+    children = _children_map()
+    totals: dict[str, float] = {}
+    todo: list[tuple[int, bytes]] = [(root, b"")]
+    while todo:
+        pid, parent = todo.pop()
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmd:
+                cmdline = cmd.read()
+            with open(f"/proc/{pid}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        role = _role(cmdline, parent)
+        totals[role] = totals.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / _HZ
+        todo.extend((child, cmdline) for child in children.get(pid, []))
+    return totals
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """Core-seconds (user + system) used so far by the live processes of a tree."""
+    return sum(cpu_by_role(root).values())
+
+
+def children_cpu_seconds() -> float:
+    """Core-seconds of the children this process has reaped (curl, ...)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 class LoadMeter:
@@ -505,49 +537,127 @@ def tree_cpu(root: int) -> float:
     return total / _HZ
 
 
-_PAGE = os.sysconf("SC_PAGE_SIZE")
+@dataclass(frozen=True)
+class ProcessMemory:
+    """One process of a tree: what it is and its memory in bytes.
+
+    PSS (proportional set size) counts each page a process shares once in
+    all: a page shared by three processes adds a third to each. Summed over
+    a tree it is what the tree costs the machine, where a sum of RSS counts
+    every shared page (libraries, the pages gunicorn's workers share with
+    their master) once per process.
+    """
+
+    pid: int
+    role: str
+    rss: int
+    pss: int
 
 
-def tree_rss(root: int) -> tuple[int, int]:
-    """(sum of RSS bytes, number of processes) of `root` and all its descendants."""
-    total = count = 0
-    for pid in tree_pids(root):
+def _role(cmdline: bytes, parent: bytes) -> str:
+    text = cmdline.replace(b"\0", b" ").decode(errors="replace")
+    if text.startswith("nginx: master"):
+        return "nginx master"
+    if text.startswith("nginx: worker"):
+        return "nginx worker"
+    if "gunicorn" in text:
+        return "gunicorn worker" if b"gunicorn" in parent else "gunicorn master"
+    if "lfs_server.prehash_process" in text:
+        return "prehasher"
+    if "lfs_server.cli" in text:
+        return "launcher"
+    return text.split(" ", 1)[0] or "?"
+
+
+def _rollup(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) in bytes, from /proc/<pid>/smaps_rollup."""
+    rss = pss = 0
+    with open(f"/proc/{pid}/smaps_rollup", "rb") as rollup:
+        for line in rollup:
+            if line.startswith(b"Rss:"):
+                rss = int(line.split()[1]) * KiB
+            elif line.startswith(b"Pss:"):
+                pss = int(line.split()[1]) * KiB
+    return rss, pss
+
+
+def tree_memory(root: int) -> list[ProcessMemory]:
+    """Every process of the tree under `root` (root included) that is still there."""
+    children = _children_map()
+    found: list[ProcessMemory] = []
+    todo: list[tuple[int, bytes]] = [(root, b"")]
+    while todo:
+        pid, parent = todo.pop()
         try:
-            with open(f"/proc/{pid}/statm", "rb") as statm:
-                total += int(statm.read().split()[1]) * _PAGE
-                count += 1
+            with open(f"/proc/{pid}/cmdline", "rb") as cmd:
+                cmdline = cmd.read()
+            rss, pss = _rollup(pid)
         except OSError:
-            continue
-    return total, count
+            continue  # gone meanwhile
+        found.append(ProcessMemory(pid, _role(cmdline, parent), rss, pss))
+        todo.extend((child, cmdline) for child in children.get(pid, []))
+    return found
 
 
-class RssSampler:
-    """Samples the RSS of a process tree every `interval` seconds in a thread."""
+def by_role(processes: list[ProcessMemory]) -> dict[str, dict[str, int]]:
+    """PSS, RSS and the count of processes per role."""
+    roles: dict[str, dict[str, int]] = {}
+    for proc in processes:
+        entry = roles.setdefault(proc.role, {"processes": 0, "pss": 0, "rss": 0})
+        entry["processes"] += 1
+        entry["pss"] += proc.pss
+        entry["rss"] += proc.rss
+    return roles
+
+
+def roles_text(processes: list[ProcessMemory]) -> str:
+    """`launcher 12.3, prehasher 8.1, ...`: MiB of PSS per role (count when more than one)."""
+    parts = []
+    for role, entry in by_role(processes).items():
+        count = f" x{entry['processes']}" if entry["processes"] > 1 else ""
+        parts.append(f"{role}{count} {entry['pss'] / MiB:.1f}")
+    return ", ".join(parts)
+
+
+class MemorySampler:
+    """Samples the PSS and RSS of a process tree every `interval` seconds in a thread;
+    keeps the peak of each sum and the processes at the PSS peak."""
 
     def __init__(self, root: int, interval: float = 0.05) -> None:
         self.root = root
         self.interval = interval
-        self.peak = 0
-        self.peak_processes = 0
+        self.peak_pss = 0
+        self.peak_rss = 0
+        self.at_peak: list[ProcessMemory] = []
         self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            rss, count = tree_rss(self.root)
+            processes = tree_memory(self.root)
             self.samples += 1
-            if rss > self.peak:
-                self.peak, self.peak_processes = rss, count
+            pss = sum(proc.pss for proc in processes)
+            self.peak_rss = max(self.peak_rss, sum(proc.rss for proc in processes))
+            if pss > self.peak_pss:
+                self.peak_pss, self.at_peak = pss, processes
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> RssSampler:
+    def __enter__(self) -> MemorySampler:
         self._thread.start()
         return self
 
     def __exit__(self, *_exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+    def raw(self) -> dict[str, object]:
+        return {
+            "samples": self.samples,
+            "peak_pss": self.peak_pss,
+            "peak_rss": self.peak_rss,
+            "at_peak_pss": by_role(self.at_peak),
+        }
 
 
 def remove(path: Path) -> None:

@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     size = args.size_mib * MiB
     work = Path(tempfile.mkdtemp(prefix="lfs-profile-"))
+    work.chmod(0o711)  # started as root, the server runs as LFS_USER, which must pass
     cwd = Path.cwd()
     try:
         if args.rev:

@@ -183,14 +183,17 @@ def render(
         "1. Download: a plain nginx (`sendfile on`, no auth) serving a hard link to the very "
         "same stored file; curl -o /dev/null over loopback; runs alternate between servers.",
         "2. Upload: a plain nginx whose dav module (`dav_methods PUT`, same 1m body buffer) "
-        "writes the PUT body to a file; no hash, no fsync. Rows 2a/2b add, untimed by nginx, "
-        "the fsync and SHA-256 this server performs, done by the benchmark on the file plain "
-        "nginx wrote: they show where the time goes.",
+        "writes the PUT body to a file, which the benchmark fsyncs right after the PUT: "
+        "PUT + fsync is the durable limit (row 2), the PUT alone is row 2a (not durable). "
+        "Row 2b adds the SHA-256 of the file, one step after the other: what a server "
+        "that did not overlap the work would take.",
         "3. Batch: plain nginx answering the same POST with a static copy of a real 100-object "
         "answer (the loopback + nginx + wrk ceiling on this machine; wrk shares the 2 cores).",
         "4. git lfs: the same git-lfs client pushing to / fetching from a local file:// remote "
         "(its built-in standalone file transfer, no HTTP).",
-        "5. Memory: the same server and operation with a 16x smaller object.",
+        "5. Memory: PSS of the whole server tree (smaps_rollup), RSS sum beside it; the limit "
+        "is 100 MiB; peaks during transfers are compared with the same operation on a 16x "
+        "smaller object.",
         "6. S3: boto3 (the server's TransferConfig: part size, parallel parts) moving the same "
         "file to and from the same SeaweedFS directly; runs rotate between proxy, direct and "
         "boto3. 6b: the same 100-object batch (wrk) on the local store, rounds rotating.",
