@@ -10,8 +10,9 @@ A large upload is fsynced (while it is hashed) before it is linked. A small
 one is linked first and then fsynced with its names, in one wait for the
 disk instead of two: until then its name may lead to bytes not yet durable
 (after a power loss: to a short or empty file). No index row names it before
-put() returns, so nobody sees it; and a later upload that finds the name
-taken checks the file there instead of trusting it (see _keep_existing).
+put() returns, so nobody sees it; a later upload that finds the name taken
+checks the file there instead of trusting it (see _keep_existing); and if
+the fsync fails the name is taken away again before the error is returned.
 """
 
 from __future__ import annotations
@@ -93,21 +94,7 @@ class LocalStore:
     def put(self, upload: VerifiedUpload) -> bool:
         final = self.path(upload.oid)
         try:
-            new_dirs = make_dirs(final.parent)
-            try:
-                link_open_file(upload.file.fileno(), upload.path, final)
-                stored = True
-            except FileExistsError:
-                # The first writer won, if what it left is the object.
-                stored = not _keep_existing(final, upload)
-                if stored:
-                    self._replace(final, upload)
-            # Its data, its name and the names of new folders, in one wait.
-            unsynced = stored and not upload.synced
-            fsync_together(
-                upload.file.fileno() if unsynced else None,
-                [final.parent, *(folder.parent for folder in new_dirs)],
-            )
+            stored = self._commit(final, upload)
         except OSError as exc:
             # The client learns only the status; the cause and the paths go
             # to the server log.
@@ -120,6 +107,37 @@ class LocalStore:
                 or upload.path,
             )
             raise storage_failure(exc) from None
+        return stored
+
+    def _commit(self, final: Path, upload: VerifiedUpload) -> bool:
+        """Link the upload as `final` and make it durable; whether this call stored it.
+
+        A name this call made is taken away again if anything after it fails
+        (a failed fsync above all): left there, the next upload of the oid
+        would find it, read the right bytes from the page cache and fsync
+        them with success (Linux reports a write-back error to one fsync
+        only), and acknowledge an object the disk may not hold.
+        """
+        new_dirs = make_dirs(final.parent)
+        try:
+            link_open_file(upload.file.fileno(), upload.path, final)
+            stored = True
+        except FileExistsError:
+            # The first writer won, if what it left is the object.
+            stored = not _keep_existing(final, upload)
+            if stored:
+                self._replace(final, upload)
+        try:
+            # Its data, its name and the names of new folders, in one wait.
+            unsynced = stored and not upload.synced
+            fsync_together(
+                upload.file.fileno() if unsynced else None,
+                [final.parent, *(folder.parent for folder in new_dirs)],
+            )
+        except BaseException:
+            if stored:
+                _withdraw(final, upload)
+            raise
         return stored
 
     def _replace(self, final: Path, upload: VerifiedUpload) -> None:
@@ -302,6 +320,23 @@ def check_hard_links(upload_tmp_dir: Path, objects_dir: Path) -> None:
         os.unlink(target)
     finally:
         os.unlink(name)
+
+
+def _withdraw(final: Path, upload: VerifiedUpload) -> None:
+    """Best effort: unlink `final` if it still names the upload's file, durably if possible."""
+    try:
+        here = os.stat(final, follow_symlinks=False)
+        ours = os.fstat(upload.file.fileno())
+        if (here.st_dev, here.st_ino) != (ours.st_dev, ours.st_ino):
+            return  # no longer ours: another upload replaced it
+        os.unlink(final)
+        fsync_dir(final.parent)
+    except OSError as exc:
+        log.error(
+            "lfs-server: could not take back the name of object %s after a failure: %s",
+            upload.oid,
+            exc.strerror,
+        )
 
 
 def _keep_existing(final: Path, upload: VerifiedUpload) -> bool:
