@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from lfs_server.access import RIGHTS, normalize_pattern
 from lfs_server.accounts import hash_password, new_token, valid_user_name
-from lfs_server.db import DatabaseError, open_database
+from lfs_server.db import DatabaseError, DatabaseUnavailable, open_database
 from lfs_server.privileges import become_owner_of
 from lfs_server.repos import normalize_repo
 from lfs_server.settings import (
@@ -466,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
             os.umask(umask)
     except SettingsError as exc:
         print(f"lfs-server: bad setting {exc}", file=sys.stderr)
-    except (CommandError, DatabaseError) as exc:
+    except (CommandError, DatabaseError, DatabaseUnavailable) as exc:
         print(f"lfs-server: {exc}", file=sys.stderr)
     except sqlite3.Error as exc:
         # A database file that is not one, or that cannot be opened or written.

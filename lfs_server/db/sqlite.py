@@ -1,10 +1,14 @@
 """SQLite backend: one file in the data dir, WAL mode, one connection per thread.
 
 WAL lets every gunicorn worker read while one writes. Writers queue on an
-flock of the database's folder (held from BEGIN IMMEDIATE to COMMIT), which
-wakes the next one as soon as the lock is free; SQLite's own `busy_timeout`
-polls with sleeps of up to 100 ms, which made the tail of every upload.
-`busy_timeout` still covers writers that do not take the flock. The schema is versioned with
+flock of the database's folder (held from BEGIN IMMEDIATE to COMMIT), polled
+with sleeps of at most FLOCK_MAX_SLEEP; SQLite's own `busy_timeout` polls
+with sleeps of up to 100 ms, which made the tail of every upload.
+`busy_timeout` still covers writers that do not take the flock. A writer
+waits at most WRITE_LOCK_TIMEOUT for all of them together, then fails with
+DatabaseUnavailable (a retryable answer): a stalled holder in another
+process must not block every writer, and gunicorn never kills a request
+thread that waits. The schema is versioned with
 `PRAGMA user_version` and migrated in order at open, under an immediate
 transaction so two workers starting together do not both migrate.
 """
@@ -24,6 +28,7 @@ from pathlib import Path
 from lfs_server.db.base import (
     AccessToken,
     DatabaseError,
+    DatabaseUnavailable,
     IndexedObject,
     Lock,
     RepoGrant,
@@ -35,6 +40,34 @@ from lfs_server.db.migrations import statements, too_new
 
 # The SQLite side of the shared history, one script per version.
 MIGRATIONS: list[str] = [migration.sqlite for migration in SHARED_MIGRATIONS]
+
+# Seconds a writer waits for the write lock before it gives up (SQLite's busy_timeout too).
+WRITE_LOCK_TIMEOUT = 10.0
+# Polling the flock: the first sleep, doubled up to the last (seconds).
+FLOCK_FIRST_SLEEP = 0.0002
+FLOCK_MAX_SLEEP = 0.002
+
+
+def busy() -> DatabaseUnavailable:
+    return DatabaseUnavailable(
+        "LFS_DATA_DIR: another writer held the database's write lock "
+        f"for over {WRITE_LOCK_TIMEOUT:g} s"
+    )
+
+
+def flock_by(fd: int, deadline: float) -> None:
+    """Take LOCK_EX on `fd` before time.monotonic() reaches `deadline`, or raise busy()."""
+    pause = FLOCK_FIRST_SLEEP
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise busy() from None
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, FLOCK_MAX_SLEEP)
 
 
 class SQLiteDatabase:
@@ -48,8 +81,8 @@ class SQLiteDatabase:
     def conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-            conn.execute("PRAGMA busy_timeout = 10000")
+            conn = sqlite3.connect(self.path, timeout=WRITE_LOCK_TIMEOUT, isolation_level=None)
+            conn.execute(f"PRAGMA busy_timeout = {int(WRITE_LOCK_TIMEOUT * 1000)}")
             conn.execute("PRAGMA foreign_keys = ON")
             # The WAL is fsynced at every commit: an acknowledged grant, token or lock
             # survives a power loss (NORMAL could lose the last commits).
@@ -85,14 +118,22 @@ class SQLiteDatabase:
 
     @contextmanager
     def _write_lock(self) -> Iterator[None]:
-        """One writer at a time: this process's threads, then every process of the folder."""
-        with self._writers:
+        """One writer at a time: this process's threads, then every process of the folder.
+
+        Both waits together end at WRITE_LOCK_TIMEOUT, with DatabaseUnavailable.
+        """
+        deadline = time.monotonic() + WRITE_LOCK_TIMEOUT
+        if not self._writers.acquire(timeout=WRITE_LOCK_TIMEOUT):
+            raise busy()
+        try:
             fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                flock_by(fd, deadline)
                 yield
             finally:
                 os.close(fd)  # releases the flock
+        finally:
+            self._writers.release()
 
     def _abort(self, conn: sqlite3.Connection) -> None:
         """Roll back; should that fail too, drop the connection (closing rolls back).
