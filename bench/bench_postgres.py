@@ -61,7 +61,7 @@ from common import (
     remove,
     rotations,
     start_stack,
-    tree_cpu,
+    tree_cpu_seconds,
 )
 
 from tests.engines.postgres import PostgresServer, binaries
@@ -410,8 +410,8 @@ def _cpu_meters(stack: Stack, postmaster: int) -> dict[str, Callable[[], float]]
     assert stack.proc is not None
     root = stack.proc.pid
     return {
-        "server": lambda: tree_cpu(root),
-        "PostgreSQL": lambda: tree_cpu(postmaster),
+        "server": lambda: tree_cpu_seconds(root),
+        "PostgreSQL": lambda: tree_cpu_seconds(postmaster),
         "wrk": own_cpu_seconds,
     }
 

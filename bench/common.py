@@ -169,24 +169,37 @@ def own_cpu_seconds() -> float:
     return total
 
 
-def cpu_by_role(root: int) -> dict[str, float]:
-    """Core-seconds (user + system) used so far by the live processes of a
-    tree, summed per role (launcher, prehasher, nginx worker, ...)."""
+def _tree(root: int) -> Iterator[tuple[int, str]]:
+    """(pid, role) of `root` and its living descendants, parents first."""
     children = _children_map()
-    totals: dict[str, float] = {}
     todo: list[tuple[int, bytes]] = [(root, b"")]
     while todo:
         pid, parent = todo.pop()
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as cmd:
                 cmdline = cmd.read()
-            with open(f"/proc/{pid}/stat", "rb") as stat:
-                fields = stat.read().rsplit(b")", 1)[1].split()
         except OSError:
             continue  # gone meanwhile
-        role = _role(cmdline, parent)
-        totals[role] = totals.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / _HZ
+        yield pid, _role(cmdline, parent)
         todo.extend((child, cmdline) for child in children.get(pid, []))
+
+
+def _cpu_seconds(pid: int) -> float:
+    """Core-seconds (user + system) one process used so far; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _HZ
+
+
+def cpu_by_role(root: int) -> dict[str, float]:
+    """Core-seconds (user + system) used so far by the live processes of a
+    tree, summed per role (launcher, prehasher, nginx worker, ...)."""
+    totals: dict[str, float] = {}
+    for pid, role in _tree(root):
+        totals[role] = totals.get(role, 0.0) + _cpu_seconds(pid)
     return totals
 
 
@@ -524,19 +537,6 @@ def tree_pids(root: int) -> list[int]:
     return pids
 
 
-def tree_cpu(root: int) -> float:
-    """Core-seconds used so far by `root` and its living descendants."""
-    total = 0
-    for pid in tree_pids(root):
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as stat:
-                fields = stat.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / _HZ
-
-
 @dataclass(frozen=True)
 class ProcessMemory:
     """One process of a tree: what it is and its memory in bytes.
@@ -583,19 +583,13 @@ def _rollup(pid: int) -> tuple[int, int]:
 
 def tree_memory(root: int) -> list[ProcessMemory]:
     """Every process of the tree under `root` (root included) that is still there."""
-    children = _children_map()
     found: list[ProcessMemory] = []
-    todo: list[tuple[int, bytes]] = [(root, b"")]
-    while todo:
-        pid, parent = todo.pop()
+    for pid, role in _tree(root):
         try:
-            with open(f"/proc/{pid}/cmdline", "rb") as cmd:
-                cmdline = cmd.read()
             rss, pss = _rollup(pid)
         except OSError:
             continue  # gone meanwhile
-        found.append(ProcessMemory(pid, _role(cmdline, parent), rss, pss))
-        todo.extend((child, cmdline) for child in children.get(pid, []))
+        found.append(ProcessMemory(pid, role, rss, pss))
     return found
 
 

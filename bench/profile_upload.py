@@ -37,23 +37,11 @@ from common import (
     remove,
     start_stack,
     stored_path,
+    tree_cpu_seconds,
     tree_pids,
 )
 
 REPO = "bench/profile"
-_HZ = os.sysconf("SC_CLK_TCK")
-
-
-def tree_cpu(root: int) -> float:
-    total = 0
-    for pid in tree_pids(root):
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as stat:
-                fields = stat.read().rsplit(b")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-        except (OSError, IndexError, ValueError):
-            continue
-    return total / _HZ
 
 
 def children_cpu() -> float:
@@ -147,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                         cmd = [f"{plain.url}/put/object.bin"]
                         root = plain.proc.pid
                         watcher = Watcher(plain.put_dir / ".tmp", final, [], size)
-                    before = tree_cpu(root) + children_cpu()
+                    before = tree_cpu_seconds(root) + children_cpu()
                     watcher.start()
                     started = time.perf_counter()
                     subprocess.run(
@@ -156,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                     ended = time.perf_counter()
                     watcher.stop.set()
                     watcher.join()
-                    cpu[who].append(tree_cpu(root) + children_cpu() - before)
+                    cpu[who].append(tree_cpu_seconds(root) + children_cpu() - before)
                     wall[who].append(ended - started)
                     if who == "ours":
                         marks = sorted(watcher.marks.items(), key=lambda kv: kv[1])

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from lfs_server.store import LocalStore, UploadVerifier
+from lfs_server.store import LocalStore
 from lfs_server.store import local as local_store
 from lfs_server.store.base import CommitError
 from lfs_server.store.verify import SMALL_UPLOAD
+from tests.local_put import put
 
 
 @pytest.fixture
@@ -43,17 +44,6 @@ def failing_fsync(monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
 
     monkeypatch.setattr(local_store, "fsync_together", fsync_together)
     return calls
-
-
-def put(store: LocalStore, data: bytes) -> bool:
-    upload = store.upload_tmp_dir / os.urandom(5).hex()
-    upload.write_bytes(data)
-    oid = hashlib.sha256(data).hexdigest()
-    try:
-        with UploadVerifier().verified(upload, oid, len(data)) as verified:
-            return store.put(verified)
-    finally:
-        upload.unlink()
 
 
 @pytest.mark.parametrize("size", [16 << 10, SMALL_UPLOAD], ids=["small", "large"])

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from lfs_server.store import LocalStore, UploadVerifier
+from lfs_server.store import LocalStore
 from lfs_server.store.verify import SMALL_UPLOAD
+from tests.local_put import put
 
 # (what was fsynced: a folder with the names it held, or a file by inode)
 Fsync = tuple[str, object]
@@ -43,17 +44,6 @@ def store(tmp_path: Path) -> LocalStore:
     (tmp_path / "tmp").mkdir()
     (tmp_path / "objects").mkdir()
     return LocalStore(tmp_path / "objects", tmp_path / "tmp")
-
-
-def put(store: LocalStore, data: bytes, name: str = "0000000001") -> bool:
-    upload = store.upload_tmp_dir / name
-    upload.write_bytes(data)
-    oid = hashlib.sha256(data).hexdigest()
-    try:
-        with UploadVerifier().verified(upload, oid, len(data)) as verified:
-            return store.put(verified)
-    finally:
-        upload.unlink()
 
 
 def test_a_small_upload_is_durable_when_put_returns(store: LocalStore, fsyncs: list[Fsync]) -> None:
