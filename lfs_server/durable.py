@@ -26,7 +26,7 @@ _pool_lock = threading.Lock()
 
 def fsync_dir(path: Path) -> None:
     """Make a new directory entry (a link, a rename, a mkdir) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:
@@ -67,20 +67,12 @@ def _fsync_pool() -> ThreadPoolExecutor:
         return _pool
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def fsync_together(fd: int | None, folders: Sequence[Path]) -> None:
     """fsync the open file `fd` (if any) and `folders`, all at once.
 
     Returns when every one is durable; raises the first error otherwise.
     """
-    steps: list[tuple[Callable[[Any], None], Any]] = [(_fsync_path, folder) for folder in folders]
+    steps: list[tuple[Callable[[Any], None], Any]] = [(fsync_dir, folder) for folder in folders]
     if fd is not None:
         steps.append((os.fsync, fd))
     if not steps:
