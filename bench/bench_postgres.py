@@ -249,7 +249,9 @@ class Uploader:
             self._expect(self.session.put(up["href"], data=data, headers=up["header"], timeout=60))
 
         def verify() -> None:
-            check = actions["verify"]
+            check = actions.get("verify")
+            if check is None:  # the local store's PUT answers once the object is verified
+                return
             headers = {**check["header"], **HEADERS}
             body = json.dumps({"oid": oid, "size": len(data)})
             self._expect(self.session.post(check["href"], data=body, headers=headers, timeout=60))
