@@ -9,6 +9,7 @@ import tracemalloc
 from pathlib import Path
 
 from lfs_server.prehash import CHUNK, Prehasher, ask_digest
+from tests.waiting import wait_until
 
 MIB = 1 << 20
 READERS = 4
@@ -40,6 +41,10 @@ def peak_while_hashing(tmp_path: Path, size: int) -> int:
     # Started inside the trace, the follow loop's reads are counted too.
     hasher.start()
     try:
+        # Ask once the follow loop has looked at every upload: a request it
+        # answers before it has seen the file gets None.
+        looked = hasher.passes + 2
+        assert wait_until(lambda: hasher.passes >= looked, 30), "the follow loop never looked"
         threads = [threading.Thread(target=ask, args=(path,)) for path in names]
         for thread in threads:
             thread.start()
