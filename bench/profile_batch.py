@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds of wrk per case")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="lfs-profile-batch-"))
+    work.chmod(0o711)  # the server's own user must reach its data dir inside
     cwd = Path.cwd()
     env_before = os.environ.get("PYTHONPATH")
     try:

@@ -8,6 +8,8 @@ whose pattern matches, and `admin` for server admins.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from lfs_server.db import Database, User
 from lfs_server.repos import normalize_repo
 
@@ -36,12 +38,19 @@ def matches(pattern: str, repo: str) -> bool:
     return pattern == repo
 
 
-def right_for(db: Database, user: User | None, repo: str, anonymous: str) -> str:
+def right_for(
+    db: Database,
+    user: User | None,
+    repo: str,
+    anonymous: str,
+    grants: Sequence[tuple[str, str]] | None = None,
+) -> str:
+    """`grants` are the user's (pattern, right) pairs when already read."""
     best = level(anonymous)
     if user is not None:
         if user.is_admin:
             return "admin"
-        for pattern, right in db.user_grants(user.id):
+        for pattern, right in db.user_grants(user.id) if grants is None else grants:
             if matches(pattern, repo):
                 best = max(best, level(right))
     return RIGHTS[best]

@@ -4,9 +4,10 @@ Passwords get Werkzeug's salted scrypt hash: slow on purpose, so a request
 that had to verify one on every batch call would cap throughput. Successful
 checks are therefore cached per worker, keyed by an HMAC of the name, the
 secret and the *current* stored hash, read from the database on every
-request: a password changed or a user removed, through this server or any
-other on the same database, stops matching at once. Entries live
-CACHE_SECONDS after their last use, and concurrent first checks of one
+check: a password changed or a user removed, through this server or any
+other on the same database, stops matching at the next check (which the
+login cache in front, login_cache.py, makes at least once a second). Entries
+live CACHE_SECONDS after their last use, and concurrent first checks of one
 credential share a single scrypt.
 
 Access tokens (`lfs_<id>_<secret>`) are random and long, so a SHA-256 of the
@@ -23,8 +24,9 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import NamedTuple
 
-from lfs_server.db import Database, User
+from lfs_server.db import AccessToken, Database, User
 from lfs_server.settings import SettingsError
 
 CACHE_SECONDS = 30.0
@@ -75,6 +77,11 @@ def _hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+class Login(NamedTuple):
+    user: User
+    expires_at: int | None  # a token's expiry (epoch seconds); None for a password
+
+
 class CredentialChecker:
     """Answers "is this name + password (or token) valid?", cheaply when repeated."""
 
@@ -94,19 +101,27 @@ class CredentialChecker:
         cached success or a token): the login brake counts the attempt there,
         and refuses it by raising.
         """
+        login = self.check_login(name, secret, before_hash)
+        return None if login is None else login.user
+
+    def check_login(
+        self, name: str, secret: str, before_hash: Callable[[], None] = lambda: None
+    ) -> Login | None:
+        """As check, and until when the credential itself is valid (a token's expiry)."""
         user = self.db.get_user(name)
         if user is None:
             return None
         token = _TOKEN_RE.fullmatch(secret)
         if token:
-            return user if self._check_token(user, token.group(1), token.group(2)) else None
+            stored = self._check_token(user, token.group(1), token.group(2))
+            return None if stored is None else Login(user, stored.expires_at)
         if user.password_hash is None:
             return None
         key = hmac.new(
             self._cache_key, f"{name}\0{secret}\0{user.password_hash}".encode(), hashlib.sha256
         ).digest()
         if self._cached(key):
-            return user
+            return Login(user, None)
         # One slow hash per credential at a time: when a cached check ends, the
         # requests of a busy client wait for one scrypt instead of each running one.
         with self._lock:
@@ -121,7 +136,7 @@ class CredentialChecker:
         finally:
             with self._lock:
                 self._in_flight.pop(key, None)
-        return user
+        return Login(user, None)
 
     def _cached(self, key: bytes) -> bool:
         """A hit also renews the entry, so an active user never waits for scrypt again."""
@@ -141,18 +156,19 @@ class CredentialChecker:
             while len(self._cache) > CACHE_ENTRIES:
                 self._cache.popitem(last=False)
 
-    def _check_token(self, user: User, token_id: str, secret: str) -> bool:
+    def _check_token(self, user: User, token_id: str, secret: str) -> AccessToken | None:
+        """The user's stored token these credentials match, or None."""
         stored = self.db.get_token(token_id)
         if stored is None or stored.user != user.name:
-            return False
+            return None
         now = int(time.time())
         if stored.expires_at is not None and stored.expires_at <= now:
-            return False
+            return None
         if not hmac.compare_digest(stored.secret_hash, _hash_secret(secret)):
-            return False
+            return None
         if stored.last_used_at is None or now - stored.last_used_at >= 60:
             self.db.touch_token(token_id, now)
-        return True
+        return stored
 
 
 def ensure_admin(db: Database, name: str, password: str) -> None:

@@ -14,6 +14,7 @@ from lfs_server.db import open_database
 from lfs_server.durable import fsync_new_dirs, make_dirs
 from lfs_server.errors import register_error_handlers
 from lfs_server.jsonbody import require_json_post
+from lfs_server.login_cache import LoginCache
 from lfs_server.prehash import PREHASH_SOCKET_ENV
 from lfs_server.services import EXTENSION, Services
 from lfs_server.settings import Settings
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         objects=ObjectIndex(store, db, verifier),
         signer=TokenSigner(key, settings.previous_secret_keys),
         credentials=CredentialChecker(db),
+        logins=LoginCache(),
     )
     for blueprint in (health.bp, apidoc.bp, transfer.bp, batch.bp, locks.bp):
         app.register_blueprint(blueprint)

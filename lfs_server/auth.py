@@ -10,6 +10,7 @@ names here, so hiding them behind 404 would hide nothing.
 from __future__ import annotations
 
 import base64
+import time
 from dataclasses import dataclass
 
 from flask import g, request
@@ -19,6 +20,7 @@ from lfs_server.access import level, right_for
 from lfs_server.accounts import looks_like_token
 from lfs_server.db import User
 from lfs_server.errors import LFSError
+from lfs_server.login_cache import CachedLogin, Ticket
 from lfs_server.services import services
 
 ANONYMOUS = "anonymous"
@@ -64,23 +66,52 @@ def client_address() -> str:
 
 
 def current_user() -> User | None:
-    """The authenticated user of this request, or None for anonymous; once per request."""
+    """The authenticated user of this request, or None for anonymous; once per request.
+
+    A login this worker checked in full within the last second is taken
+    from the login cache (see login_cache.py), with its grants.
+    """
     if "lfs_user" in g:
         return g.lfs_user
     credentials = _basic_credentials()
     user = None
     if credentials is not None:
         name, secret = credentials
-        db = services().db
-        attempt = throttle.Attempt(db, client_address(), name, looks_like_token(secret))
-        attempt.check()
-        user = services().credentials.check(name, secret, before_hash=attempt.count)
-        if user is None:
-            attempt.failed()
-            raise LFSError(401, "wrong user name, password or token", CHALLENGE)
-        attempt.succeeded(user)
+        client = client_address()
+        logins = services().logins
+        login = logins.lookup(name, secret, throttle.network(client))
+        if isinstance(login, Ticket):
+            ticket = login
+            try:
+                login = _full_login(ticket, secret, client)
+            except BaseException:
+                logins.refused(name)
+                raise
+            finally:
+                logins.done(ticket)
+        user = login.user
+        g.lfs_grants = login.grants
     g.lfs_user = user
     return user
+
+
+def _full_login(ticket: Ticket, secret: str, client: str) -> CachedLogin:
+    """The brake, the credential and the grants, from the database; remembered."""
+    app = services()
+    name = ticket.name
+    attempt = throttle.Attempt(app.db, client, name, looks_like_token(secret))
+    attempt.check()
+    checked = app.credentials.check_login(name, secret, before_hash=attempt.count)
+    if checked is None:
+        attempt.failed()
+        raise LFSError(401, "wrong user name, password or token", CHALLENGE)
+    user = checked.user
+    attempt.succeeded(user)
+    grants = () if user.is_admin else tuple(app.db.user_grants(user.id))
+    login = CachedLogin(user, grants)
+    seconds_left = None if checked.expires_at is None else checked.expires_at - time.time()
+    app.logins.put(ticket, secret, attempt.net, login, seconds_left)
+    return login
 
 
 def refuse_git_passwords() -> None:
@@ -97,7 +128,8 @@ def caller_right(repo: str) -> tuple[User | None, str]:
     if app.settings.git_passwords == "deny":
         refuse_git_passwords()
     user = current_user()
-    return user, right_for(app.db, user, repo, app.settings.anonymous)
+    grants = g.get("lfs_grants") if user is not None else None
+    return user, right_for(app.db, user, repo, app.settings.anonymous, grants)
 
 
 def require(repo: str, needed: str) -> Caller:

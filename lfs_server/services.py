@@ -12,6 +12,7 @@ from flask import Flask, current_app
 
 from lfs_server.accounts import CredentialChecker
 from lfs_server.db import Database
+from lfs_server.login_cache import LoginCache
 from lfs_server.settings import Settings
 from lfs_server.store import ObjectIndex, ObjectStore, UploadVerifier
 from lfs_server.tokens import TokenSigner
@@ -28,6 +29,7 @@ class Services:
     objects: ObjectIndex
     signer: TokenSigner
     credentials: CredentialChecker
+    logins: LoginCache
 
 
 def services(app: Flask | None = None) -> Services:

@@ -79,11 +79,13 @@ def _check_password(name: str, password: str) -> User:
         attempt.check()
         user = app.credentials.check(name, password, before_hash=attempt.count)
     except LFSError as exc:
+        app.logins.refused(name)
         raise WebError(
             exc.status, "Too many failed sign-ins: try again in a few minutes."
         ) from None
     if user is None:
         attempt.failed()
+        app.logins.refused(name)
         raise WebError(401, "Wrong user name or password.")
     attempt.succeeded(user)
     return user
@@ -144,4 +146,5 @@ def revoke_token() -> tuple[str, int]:
         message = "You have no such token: nothing was revoked."
         return _tokens_page(user, 404, error=message)
     db.revoke_token(token_id)
+    services().logins.forget_all()
     return _tokens_page(user, message=f"Token {token_id} is revoked.")

@@ -114,6 +114,7 @@ def admin_users_post() -> tuple[str, int]:
         return _users_page(exc.status, error=exc.message)
     except DatabaseError as exc:
         return _users_page(409, error=f"{exc}: nothing was changed.")
+    services().logins.forget_all()
     return _users_page(message=done)
 
 
@@ -146,6 +147,7 @@ def admin_grants_post() -> tuple[str, int]:
             raise WebError(400, "Unknown action: nothing was changed.")
     except WebError as exc:
         return _users_page(exc.status, error=exc.message)
+    services().logins.forget_all()
     return _users_page(message=done)
 
 

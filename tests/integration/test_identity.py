@@ -9,12 +9,14 @@ unlock them without force (and force needs admin).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 
+from lfs_server.login_cache import LOGIN_CACHE_SECONDS
 from tests.integration.helpers import (
     assert_lfs_error,
     lfs_headers,
@@ -41,9 +43,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def recreate(stack: Stack, name: str) -> None:
+    """Through the CLI, another process: in force once each worker's login
+    cache let go of the old user (LOGIN_CACHE_SECONDS)."""
     removed = stack.cli("user", "remove", name)
     assert removed.returncode == 0, removed.stderr
     stack.add_user(name, PASSWORD, (REPO, "write"))
+    time.sleep(LOGIN_CACHE_SECONDS)
 
 
 def actions(stack: Stack, name: str, operation: str, data: bytes) -> dict[str, Any]:

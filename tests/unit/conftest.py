@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,14 @@ from flask.testing import FlaskClient
 
 from lfs_server.app import create_app
 from lfs_server.db import Database, open_database
+from lfs_server.login_cache import LOGIN_CACHE_SECONDS
 from lfs_server.settings import Settings
+
+
+def wait_out_login_cache() -> None:
+    """An account change made outside this worker (the CLI, another replica:
+    here, the database directly) is in force once the login cache's bound passed."""
+    time.sleep(LOGIN_CACHE_SECONDS)
 
 
 def make_settings(data_dir: Path, **env: str) -> Settings:

@@ -16,7 +16,7 @@ from lfs_server.app import create_app
 from lfs_server.db import SQLiteDatabase
 from lfs_server.services import services
 from tests.lfsapi import basic
-from tests.unit.conftest import make_settings
+from tests.unit.conftest import make_settings, wait_out_login_cache
 
 LFS = "application/vnd.git-lfs+json"
 OID = hashlib.sha256(b"hello").hexdigest()
@@ -89,6 +89,7 @@ def test_access_token_as_password(client: FlaskClient, app: Flask) -> None:
     assert db.get_token(token_id).last_used_at is not None
     assert batch(client, "download", basic("writer", token)).status_code == 401
     db.revoke_token(token_id)
+    wait_out_login_cache()
     assert batch(client, "download", basic("reader", token)).status_code == 401
 
 
@@ -103,9 +104,11 @@ def test_changed_password_stops_cached_login(client: FlaskClient, app: Flask) ->
     db: SQLiteDatabase = services(app).db
     assert batch(client, "download", basic("reader", PASSWORD)).status_code == 200
     db.set_password("reader", hash_password("a new password"))
+    wait_out_login_cache()
     assert batch(client, "download", basic("reader", PASSWORD)).status_code == 401
     assert batch(client, "download", basic("reader", "a new password")).status_code == 200
     db.remove_user("reader")
+    wait_out_login_cache()
     assert batch(client, "download", basic("reader", "a new password")).status_code == 401
 
 

@@ -28,7 +28,7 @@ from lfs_server.db import Database, SQLiteDatabase
 from lfs_server.db.sqlite import MIGRATIONS
 from lfs_server.services import services
 from lfs_server.tokens import Grant, TokenError, TokenSigner, key_id
-from tests.unit.conftest import make_settings
+from tests.unit.conftest import make_settings, wait_out_login_cache
 
 LFS = "application/vnd.git-lfs+json"
 PASSWORD = "correct horse battery"
@@ -56,6 +56,7 @@ def recreate(db: Database, name: str) -> None:
     db.add_user(name, PASSWORD_HASH, is_admin=False)
     for grant in grants:
         db.set_grant(name, grant.pattern, grant.right)
+    wait_out_login_cache()
 
 
 # the database
