@@ -15,7 +15,8 @@ way then stores nothing). An entry never outlives its token either.
 
 The brake still sees every guess: a wrong secret never matches an entry, so
 it takes the full path, where the brake counts or refuses it. While a full
-check for a name runs, no entry of that name is used, and a login refused
+check of another secret for a name runs, no entry of that name is used (the
+user's own refills of an entry do not hold it back), and a login refused
 for a name in this process (wrong secret, brake, or any error) turns off
 that name's entries here for the brake's whole window, so a correct password
 guessed from a remembered network while the brake is shut is refused as
@@ -33,7 +34,7 @@ import json
 import secrets
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -59,6 +60,7 @@ class Ticket:
     name: str
     started: float
     generation: int
+    secret_tag: bytes
 
 
 class LoginCache:
@@ -81,34 +83,41 @@ class LoginCache:
         # Names refused here lately, and until when; full means "trust no entry".
         self._refused: dict[str, float] = {}
         self._all_refused_until = 0.0
-        self._checking: dict[str, int] = {}  # full checks under way, per name
+        # Full checks under way: per name, how many of each secret (by tag).
+        self._checking: dict[str, Counter[bytes]] = {}
         self._generation = 0
 
-    def _digest(self, name: str, secret: str, network: str) -> bytes:
-        text = json.dumps([name, secret, network]).encode()  # unambiguous, NULs and all
+    def _digest(self, *parts: str) -> bytes:
+        text = json.dumps(parts).encode()  # unambiguous, NULs and all
         return hmac.new(self._key, text, hashlib.sha256).digest()
 
     def lookup(self, name: str, secret: str, network: str) -> CachedLogin | Ticket:
         """The remembered login, or a Ticket for the full check the caller
-        must now make and then hand to `done` (and to `put` on success)."""
+        must now make and then hand to `done` (and to `put` on success).
+
+        A check of another secret for the name (a guess, until the brake has
+        answered it) holds its entries back; the user's own refill does not."""
         key = self._digest(name, secret, network)
+        tag = self._digest(name, secret)
         now = self._clock()
         with self._lock:
             found = self._logins.get(key)
             if found is not None:
                 until, login = found
-                if until > now and not self._is_refused(name, now) and name not in self._checking:
+                if until <= now or self._is_refused(name, now):
+                    del self._logins[key]
+                elif not any(other != tag for other in self._checking.get(name, ())):
                     return login
-                del self._logins[key]
-            self._checking[name] = self._checking.get(name, 0) + 1
-            return Ticket(name, now, self._generation)
+            self._checking.setdefault(name, Counter())[tag] += 1
+            return Ticket(name, now, self._generation, tag)
 
     def done(self, ticket: Ticket) -> None:
         with self._lock:
-            left = self._checking[ticket.name] - 1
-            if left:
-                self._checking[ticket.name] = left
-            else:
+            checks = self._checking[ticket.name]
+            checks[ticket.secret_tag] -= 1
+            if not checks[ticket.secret_tag]:
+                del checks[ticket.secret_tag]
+            if not checks:
                 del self._checking[ticket.name]
 
     def put(

@@ -127,6 +127,23 @@ def test_no_entry_of_a_name_is_used_while_a_full_check_of_it_runs() -> None:
     assert not hit(cache, "alice", PASSWORD, "10.0.0.1")
 
 
+def test_the_users_own_refill_holds_nothing_back() -> None:
+    """Busy clients of one account (a CI farm on one token, from many
+    networks): a full check of the same secret elsewhere blocks no hit, and
+    an entry only held back by another secret's check stays for later."""
+    cache = LoginCache(ttl=60.0, clock=Clock())
+    remember(cache, "alice", PASSWORD, "10.0.0.1")
+    refill = cache.lookup("alice", PASSWORD, "10.0.0.2")
+    assert isinstance(refill, Ticket)
+    assert hit(cache, "alice", PASSWORD, "10.0.0.1")
+    token = cache.lookup("alice", "lfs_other_secret", "10.0.0.3")
+    assert isinstance(token, Ticket)
+    assert not hit(cache, "alice", PASSWORD, "10.0.0.1")
+    cache.done(token)  # it passed: nothing was refused
+    cache.done(refill)
+    assert hit(cache, "alice", PASSWORD, "10.0.0.1")
+
+
 def test_another_secret_name_or_network_never_matches() -> None:
     cache = LoginCache(ttl=60.0, clock=Clock())
     remember(cache, "alice", "pa\0ss", "10.0.0.1")
