@@ -19,6 +19,7 @@ from lfs_server.jsonbody import read_json_object
 from lfs_server.repos import repo_from_path
 from lfs_server.services import services
 from lfs_server.store import INSUFFICIENT_STORAGE, Action, Links, ObjectStore, is_valid_oid
+from lfs_server.turns import ANSWERS
 
 MAX_OBJECTS = 1000
 OPERATION_RIGHTS = {"upload": "write", "download": "read"}
@@ -50,7 +51,8 @@ def batch(repo_path: str) -> Response:
         answered = [_json(_error(oid, size, 409, message)) for oid, size in first.items()]
     else:
         builder = _ActionBuilder(repo, caller, operation, list(first))
-        answered = [builder.answer(oid, size) for oid, size in first.items()]
+        with ANSWERS.turn():
+            answered = [builder.answer(oid, size) for oid, size in first.items()]
     # The answer is assembled as text: each object is already JSON (see answer()).
     body = f'{{"transfer":"basic","objects":[{",".join(answered)}],"hash_algo":"sha256"}}'
     return Response(body, mimetype=LFS_MEDIA_TYPE)

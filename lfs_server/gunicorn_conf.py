@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any
 
 from gunicorn import util
@@ -34,12 +35,24 @@ def write_lfs_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
 
 util.write_error = write_lfs_error
 
+SWITCH_INTERVAL = 0.001
+
 
 def on_starting(server: Any) -> None:
     """Before any worker is forked: the app's modules, shared by every worker."""
     from lfs_server.preload import share_modules
 
     share_modules()
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """A worker's threads hand the interpreter lock on after 1 ms instead of 5 ms.
+
+    A thread that waits for the lock (to read the next request, or to answer
+    one whose database query just returned) otherwise sits out up to 5 ms of
+    another request's CPU work at each step: the batch answer's tail.
+    """
+    sys.setswitchinterval(SWITCH_INTERVAL)
 
 
 def child_exit(server: Any, worker: Any) -> None:
