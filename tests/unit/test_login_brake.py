@@ -62,7 +62,7 @@ def hashes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return calls
 
 
-def login(client: FlaskClient, name: str, secret: str, ip: str) -> int:
+def login(client: FlaskClient, name: str, secret: str, ip: str = "10.0.0.1") -> int:
     """The status of a batch request with these Basic credentials, as nginx forwards it."""
     encoded = base64.b64encode(f"{name}:{secret}".encode()).decode()
     response = client.post(

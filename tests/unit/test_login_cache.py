@@ -7,9 +7,7 @@ round), as in test_login_brake.py, so that many guesses take milliseconds.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import hashlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,12 +24,9 @@ from lfs_server.db import Database, DatabaseUnavailable, User
 from lfs_server.login_cache import CachedLogin, LoginCache, Ticket
 from lfs_server.services import EXTENSION, services
 from tests.unit.conftest import make_settings
+from tests.unit.test_login_brake import CHEAP_HASH, PASSWORD, login
 from tests.web.pages import post, sign_in
 
-LFS = "application/vnd.git-lfs+json"
-OID = hashlib.sha256(b"hello").hexdigest()
-PASSWORD = "correct horse battery"
-CHEAP_HASH = generate_password_hash(PASSWORD, "pbkdf2:sha256:1")
 LOGIN_READS = ("get_user", "failures", "last_login", "user_grants", "get_token")
 
 
@@ -237,17 +232,6 @@ def reads(app: Flask, monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
         monkeypatch.setattr(db, name, counted)
     return seen
-
-
-def login(client: FlaskClient, name: str, secret: str, ip: str = "10.0.0.1") -> int:
-    encoded = base64.b64encode(f"{name}:{secret}".encode()).decode()
-    response = client.post(
-        "/team/proj.git/info/lfs/objects/batch",
-        json={"operation": "download", "objects": [{"oid": OID, "size": 5}]},
-        headers={"Authorization": f"Basic {encoded}", "X-Forwarded-For": ip},
-        content_type=LFS,
-    )
-    return response.status_code
 
 
 def test_a_remembered_login_reads_nothing_of_the_login_again(
