@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
+from lfs_server.login_cache import LOGIN_CACHE_SECONDS
 from tests.gitclient import GitUser
 from tests.integration.helpers import actions_for, batch_for, download_action, verify_action
 from tests.stack import LFS_MEDIA_TYPE, Stack
@@ -95,6 +97,7 @@ def test_access_token_works_until_revoked(server: Stack, pushed: Path, tmp_path:
     assert done.returncode == 0, done.stderr
     token_id = token.split("_")[1]
     assert server.cli("token", "revoke", token_id).returncode == 0
+    time.sleep(LOGIN_CACHE_SECONDS)  # another process's change: in force within the bound
     _, _, done = pull_as(server, pushed, tmp_path / "after", "reader", password=token)
     assert done.returncode != 0
 
