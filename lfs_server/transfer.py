@@ -1,8 +1,9 @@
 """Endpoints behind the signed hrefs: nginx moves the bytes, these decide.
 
 Upload is two internal calls from nginx: `upload-auth` (auth_request, before
-any body byte is read) and `upload-commit` (after nginx has written the body
-to a temp file, whose path it passes in a header): the upload is verified,
+any body byte is read; nginx answers it itself for bodies under 1 MB) and
+`upload-commit` (after nginx has written the body to a temp file, whose path
+it passes in a header), which checks the token again: the upload is verified,
 the store puts it in place, and only then does the object index let the
 token's repository see it; the PUT's 200 means all of that, so batch
 answers offer no verify action for it. With direct S3 transfers the body
@@ -58,8 +59,21 @@ def check_token(op: str, oid: str | None) -> Grant:
 
 
 def _upload_grant() -> Grant:
-    """Upload tokens are checked twice: before the body, and again at commit."""
-    return check_token("upload", request.headers.get("X-LFS-Oid"))
+    """The upload token's grant, with the PUT's Content-Length its size.
+
+    Checked before the body (upload-auth, from 1 MB on), at commit, and
+    before upload-failed says anything about the disk.
+    """
+    grant = check_token("upload", request.headers.get("X-LFS-Oid"))
+    # A body without Content-Length (chunked) could stream far past the
+    # token's size before the commit saw it; nginx refuses a request with
+    # both Content-Length and Transfer-Encoding itself (400).
+    declared = request.headers.get("X-LFS-Content-Length", "")
+    if not declared:
+        raise LFSError(411, f"Content-Length required: the object size, {grant.size} bytes")
+    if declared != str(grant.size):
+        raise LFSError(403, f"Content-Length must be the object size, {grant.size} bytes")
+    return grant
 
 
 @bp.get("/.lfs-internal/upload-auth")
@@ -71,14 +85,6 @@ def upload_auth() -> Response:
     """
     try:
         grant = _upload_grant()
-        # A body without Content-Length (chunked) could stream far past the
-        # token's size before the commit saw it; nginx refuses a request with
-        # both Content-Length and Transfer-Encoding itself (400).
-        declared = request.headers.get("X-LFS-Content-Length", "")
-        if not declared:
-            raise LFSError(411, f"Content-Length required: the object size, {grant.size} bytes")
-        if declared != str(grant.size):
-            raise LFSError(403, f"Content-Length must be the object size, {grant.size} bytes")
         # Refuse before the body rather than let nginx fail mid-way; should
         # writing the body fail all the same, upload_failed() answers.
         room = services().store.free_space()
@@ -102,8 +108,7 @@ def upload_failed() -> Response:
     the client retries. Quotas (EDQUOT) do not show in the free space: an
     upload over its quota gets the 500.
     """
-    declared = request.headers.get("X-LFS-Content-Length", "")
-    size = int(declared) if declared.isdigit() else 0
+    size = _upload_grant().size
     room = services().store.free_space()
     if room is not None and (room == 0 or room < size):
         raise LFSError(507, INSUFFICIENT_STORAGE)

@@ -266,6 +266,21 @@ def parse_raw_response(data: bytes) -> tuple[int, dict[str, str], bytes]:
     return int(match.group(1)), headers, body
 
 
+def send_upload_head(
+    stack: Stack, oid: str, token: str, length: int, extra: str = ""
+) -> socket.socket:
+    """A socket that has sent an upload's request head, none of its body."""
+    sock = socket.create_connection(("127.0.0.1", stack.port), timeout=10)
+    sock.sendall(
+        (
+            f"PUT /.lfs/upload/{oid} HTTP/1.1\r\nHost: 127.0.0.1:{stack.port}\r\n"
+            f"Authorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\n"
+            f"Content-Length: {length}\r\n{extra}\r\n"
+        ).encode()
+    )
+    return sock
+
+
 def read_response_head(sock: socket.socket, timeout: float) -> tuple[int, dict[str, str], bytes]:
     """One response read from a raw socket whose request may be unfinished
     (the caller has not sent the body): a timeout here means no answer."""

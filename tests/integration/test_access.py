@@ -13,7 +13,14 @@ import requests
 
 from lfs_server.login_cache import LOGIN_CACHE_SECONDS
 from tests.gitclient import GitUser
-from tests.integration.helpers import actions_for, batch_for, download_action, verify_action
+from tests.integration.helpers import (
+    actions_for,
+    batch_for,
+    download_action,
+    sha256,
+    stored_copies,
+    verify_action,
+)
 from tests.stack import LFS_MEDIA_TYPE, Stack
 
 PASSWORD = "pass-word-1234"
@@ -187,14 +194,18 @@ def test_transfer_endpoints_follow_the_token_user(server: Stack) -> None:
     )
 
 
-def test_removed_user_loses_minted_tokens(server: Stack) -> None:
+# Under 1 MB the commit checks the token once the body is in; from 1 MB on
+# upload-auth checks it first as well.
+@pytest.mark.parametrize("size", [300, 2 << 20])
+def test_removed_user_loses_minted_tokens(server: Stack, size: int) -> None:
     server.add_user("temp", PASSWORD, (REPO, "write"))
-    data = os.urandom(300)
+    data = os.urandom(size)
     upload = actions_for(server, REPO, "upload", data, auth=("temp", PASSWORD))["upload"]
     assert server.cli("user", "remove", "temp").returncode == 0
     response = requests.put(upload["href"], data=data, headers=upload["header"], timeout=30)
     assert response.status_code == 403
     assert response.headers["Content-Type"].startswith(LFS_MEDIA_TYPE)
+    assert stored_copies(server, sha256(data)) == []
 
 
 def test_secrets_stay_out_of_the_logs(server: Stack) -> None:

@@ -26,6 +26,7 @@ from tests.integration.helpers import (
     actions_for,
     assert_lfs_error,
     assert_object_error,
+    assert_raw_lfs_error,
     batch_for,
     bearer,
     claims_of,
@@ -34,7 +35,9 @@ from tests.integration.helpers import (
     lfs_headers,
     only_object,
     raw_request,
+    read_response_head,
     secret_key,
+    send_upload_head,
     sha256,
     stored_copies,
     tamper,
@@ -45,12 +48,14 @@ from tests.integration.helpers import (
 from tests.lfsapi import basic
 from tests.stack import LFS_MEDIA_TYPE, Stack
 from tests.stores import LOCAL, S3_PROXY
+from tests.waiting import wait_until
 
 # Transfer tokens guard the server's own hrefs, which proxy mode uses for both.
 STORES = (LOCAL, S3_PROXY)
 
 REPO_A = "tok/a"
 REPO_B = "tok/b"
+LARGE = 2 << 20
 
 
 @dataclass
@@ -108,7 +113,17 @@ def assert_not_stored(stack: Stack, data: bytes) -> None:
     for repo in (REPO_A, REPO_B):
         obj = only_object(batch_for(stack, repo, "download", data), stack)
         assert_object_error(obj, 404)
+    # nginx removes a refused body's temp file as the request ends.
+    assert wait_until(lambda: stack.upload_tmp_files() == []), stack.upload_tmp_files()
+
+
+def refused_before_the_body(stack: Stack, token: str, status: int) -> dict[str, Any]:
+    """The answer to the head of a 2 MiB upload (from 1 MB on, the token is
+    checked before nginx reads a body byte): no body is ever sent."""
+    with send_upload_head(stack, sha256(b"never sent"), token, LARGE) as sock:
+        answer = read_response_head(sock, timeout=5)
     assert stack.upload_tmp_files() == []
+    return assert_raw_lfs_error(*answer, status, stack)
 
 
 def as_op(stack: Stack, world: World, op: str, data: bytes, repo: str = REPO_A) -> str:
@@ -155,6 +170,10 @@ def test_missing_token_is_401(stack: Stack, world: World, header: str | None) ->
     assert_lfs_error(put_upload(stack, fresh, headers), 401, stack)
     assert_lfs_error(post_verify(stack, world.x, headers), 401, stack)
     assert_not_stored(stack, fresh)
+
+
+def test_missing_token_of_a_large_body_is_401_before_it(stack: Stack) -> None:
+    refused_before_the_body(stack, "", 401)
 
 
 # ---------------------------------------------------------------- bad tokens
@@ -224,6 +243,16 @@ def test_bad_upload_token_is_403(stack: Stack, world: World, kind: str) -> None:
     if kind == "expired":
         assert "expired" in body["message"].lower(), body
     assert_not_stored(stack, data)
+
+
+@pytest.mark.parametrize("kind", BAD_KINDS)
+def test_bad_upload_token_of_a_large_body_is_403_before_it(
+    stack: Stack, world: World, kind: str
+) -> None:
+    template = forge(stack, world.download_x, oid=sha256(b"never sent"), size=LARGE, op="upload")
+    body = refused_before_the_body(stack, bad_tokens(stack, template)[kind], 403)
+    if kind == "expired":
+        assert "expired" in body["message"].lower(), body
 
 
 @pytest.mark.parametrize("kind", BAD_KINDS)

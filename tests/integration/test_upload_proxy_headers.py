@@ -137,8 +137,14 @@ def listening(port: int) -> bool:
         connection.close()
 
 
-def put_upload(front: Front) -> int:
-    """An upload whose client forges every forwarding header."""
+# Content-Length from which nginx asks upload-auth before the body (10**6:
+# seven digits); a smaller upload goes to the commit alone.
+CHECKED_FIRST = 1_000_000
+SMALL = 5
+
+
+def put_upload(front: Front, size: int) -> int:
+    """An upload of `size` bytes whose client forges every forwarding header."""
     connection = http.client.HTTPConnection("127.0.0.1", front.port, timeout=30)
     try:
         connection.putrequest("PUT", f"/.lfs/upload/{OID}", skip_host=True)
@@ -147,10 +153,10 @@ def put_upload(front: Front) -> int:
             "Authorization": "Bearer a-token",
             "X-Forwarded-For": "203.0.113.9",
             "X-Forwarded-Proto": "https",
-            "Content-Length": "5",
+            "Content-Length": str(size),
         }.items():
             connection.putheader(name, value)
-        connection.endheaders(b"hello")
+        connection.endheaders(os.urandom(size))
         response = connection.getresponse()
         response.read()
         return response.status
@@ -158,7 +164,9 @@ def put_upload(front: Front) -> int:
         connection.close()
 
 
-def assert_forwarded_by_nginx(seen: Seen) -> None:
+def assert_forwarded_by_nginx(seen: Seen, size: int) -> None:
+    assert seen.headers.get("X-LFS-Oid") == OID, seen
+    assert seen.headers.get("X-LFS-Content-Length") == str(size), seen
     assert seen.headers.get("X-Forwarded-For") == "127.0.0.1", seen
     assert seen.headers.get("X-Forwarded-Proto") == "http", seen
     assert seen.headers.get("Host") == CLIENT_HOST, seen
@@ -169,24 +177,41 @@ def assert_forwarded_by_nginx(seen: Seen) -> None:
 def test_an_upload_reaches_the_app_with_nginxs_headers_on_a_kept_alive_connection(
     front: Front,
 ) -> None:
-    assert put_upload(front) == 200
+    assert put_upload(front, CHECKED_FIRST) == 200
     auth, commit = front.recorder.seen
     assert (auth.method, auth.path) == ("GET", "/.lfs-internal/upload-auth")
     assert (commit.method, commit.path) == ("POST", "/.lfs-internal/upload-commit")
     for seen in (auth, commit):
-        assert_forwarded_by_nginx(seen)
+        assert_forwarded_by_nginx(seen, CHECKED_FIRST)
     assert commit.connection == auth.connection
 
 
-def test_a_failed_body_write_reaches_upload_failed_with_nginxs_headers(front: Front) -> None:
-    # nginx's workers cannot create the body's temp file: a 500 after the
-    # token passed, which @e500 hands to upload-failed.
+@pytest.mark.parametrize("size", [SMALL, CHECKED_FIRST - 1])
+def test_an_upload_under_1_mb_reaches_the_app_once(front: Front, size: int) -> None:
+    assert put_upload(front, size) == 200
+    (commit,) = front.recorder.seen
+    assert (commit.method, commit.path) == ("POST", "/.lfs-internal/upload-commit")
+    assert_forwarded_by_nginx(commit, size)
+
+
+@pytest.mark.parametrize(
+    ("size", "paths"),
+    [
+        (CHECKED_FIRST, ["/.lfs-internal/upload-auth", "/.lfs-internal/upload-failed"]),
+        (SMALL, ["/.lfs-internal/upload-failed"]),
+    ],
+)
+def test_a_failed_body_write_reaches_upload_failed_with_nginxs_headers(
+    front: Front, size: int, paths: list[str]
+) -> None:
+    # nginx's workers cannot create the body's temp file: a 500 after
+    # upload-auth passed (the app's or, under 1 MB, nginx's own 204), which
+    # @e500 hands to upload-failed.
     os.chmod(front.uploads, 0)
     try:
-        assert put_upload(front) == 500
+        assert put_upload(front, size) == 500
     finally:
         os.chmod(front.uploads, OPEN)
-    paths = [seen.path for seen in front.recorder.seen]
-    assert paths == ["/.lfs-internal/upload-auth", "/.lfs-internal/upload-failed"]
+    assert [seen.path for seen in front.recorder.seen] == paths
     for seen in front.recorder.seen:
-        assert_forwarded_by_nginx(seen)
+        assert_forwarded_by_nginx(seen, size)

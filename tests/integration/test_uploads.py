@@ -27,6 +27,7 @@ from tests.integration.helpers import (
     only_object,
     put_action,
     read_response_head,
+    send_upload_head,
     sha256,
     stored_copies,
     upload,
@@ -87,18 +88,6 @@ def verify_post(action: dict[str, Any], data: bytes, size: int | None = None) ->
     )
 
 
-def send_head(stack: Stack, oid: str, token: str, length: int, extra: str = "") -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", stack.port), timeout=10)
-    sock.sendall(
-        (
-            f"PUT /.lfs/upload/{oid} HTTP/1.1\r\nHost: 127.0.0.1:{stack.port}\r\n"
-            f"Authorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\n"
-            f"Content-Length: {length}\r\n{extra}\r\n"
-        ).encode()
-    )
-    return sock
-
-
 # ------------------------------------------------------------- hash and size
 
 
@@ -145,19 +134,49 @@ def test_chunked_body_is_refused_with_411(stack: Stack) -> None:
     assert_stored_once(stack, data)
 
 
-@pytest.mark.parametrize("delta", [1, -1, -4000, 10 * MIB])
+def assert_wrong_length_message(
+    status: int, headers: dict[str, str], body: bytes, stack: Stack, size: int
+) -> None:
+    message = assert_raw_lfs_error(status, headers, body, 403, stack)["message"]
+    assert f"Content-Length must be the object size, {size} bytes" in message, message
+
+
+@pytest.mark.parametrize("delta", [1, -1, -MIB, 10 * MIB])
 def test_content_length_other_than_token_size_is_403_before_the_body(
     stack: Stack, delta: int
 ) -> None:
-    data = os.urandom(4000)
+    # From 1 MB (10**6 bytes) of Content-Length on, the app checks it first.
+    data = os.urandom(2 * MIB)
     token = bearer(actions_for(stack, REPO, "upload", data)["upload"])
-    with send_head(stack, sha256(data), token, len(data) + delta) as sock:
+    with send_upload_head(stack, sha256(data), token, len(data) + delta) as sock:
         # No body byte is sent: the answer must come from the headers alone.
         status, headers, body = read_response_head(sock, timeout=5)
-    message = assert_raw_lfs_error(status, headers, body, 403, stack)["message"]
-    assert str(len(data)) in message or "length" in message.lower(), message
+    assert_wrong_length_message(status, headers, body, stack, len(data))
     assert_not_stored(stack, data)
     assert tmp_is_empty(stack)
+
+
+@pytest.mark.parametrize("delta", [1, -1, -4000, 999_999 - 4000])
+def test_small_upload_of_another_length_is_403_once_its_body_is_in(
+    stack: Stack, delta: int
+) -> None:
+    # Under 1 MB nginx takes the body before asking the app (one trip to it
+    # per small object); the commit then refuses it with the same answer.
+    data = os.urandom(4000)
+    token = bearer(actions_for(stack, REPO, "upload", data)["upload"])
+    body_sent = (data * 250)[: len(data) + delta]
+    with send_upload_head(stack, sha256(data), token, len(body_sent)) as sock:
+        if body_sent:
+            with pytest.raises(TimeoutError):
+                read_response_head(sock, timeout=0.5)
+            sock.sendall(body_sent)
+        status, headers, body = read_response_head(sock, timeout=10)
+    assert_wrong_length_message(status, headers, body, stack, len(data))
+    assert_not_stored(stack, data)
+    assert wait_until(lambda: tmp_is_empty(stack)), stack.upload_tmp_files()
+    response = put_action(actions_for(stack, REPO, "upload", data)["upload"], data)
+    assert response.status_code == 200, response.text
+    assert_stored_once(stack, data)
 
 
 def test_empty_object_round_trip(stack: Stack) -> None:
@@ -191,7 +210,7 @@ def test_nginx_refuses_bodies_over_the_limit_with_413(small_stack: Stack) -> Non
     # never mint one): nginx still stops it, from the headers, before the body.
     big_oid = sha256(b"too big")
     token = forge(small_stack, bearer(actions["upload"]), oid=big_oid, size=SMALL_LIMIT + 1)
-    with send_head(small_stack, big_oid, token, SMALL_LIMIT + 1) as sock:
+    with send_upload_head(small_stack, big_oid, token, SMALL_LIMIT + 1) as sock:
         status, headers, body = read_response_head(sock, timeout=5)
     assert_raw_lfs_error(status, headers, body, 413, small_stack)
 
@@ -281,7 +300,7 @@ def test_aborted_upload_leaves_no_temp_file(stack: Stack) -> None:
     data = os.urandom(size)
     actions = actions_for(stack, REPO, "upload", data)
     assert tmp_is_empty(stack)
-    sock = send_head(stack, sha256(data), bearer(actions["upload"]), size)
+    sock = send_upload_head(stack, sha256(data), bearer(actions["upload"]), size)
     try:
         sock.sendall(data[:MIB])
         # The body is being written to a temp file: the check below can see it.
@@ -293,7 +312,7 @@ def test_aborted_upload_leaves_no_temp_file(stack: Stack) -> None:
     assert wait_until(lambda: tmp_is_empty(stack), timeout=5), stack.upload_tmp_files()
     assert_not_stored(stack, data)
     # Also with a graceful close (FIN, no RST) in the middle of the body.
-    sock = send_head(stack, sha256(data), bearer(actions["upload"]), size)
+    sock = send_upload_head(stack, sha256(data), bearer(actions["upload"]), size)
     sock.sendall(data[: 2 * MIB])
     assert wait_until(lambda: not tmp_is_empty(stack))
     sock.shutdown(socket.SHUT_WR)

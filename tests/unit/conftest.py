@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 from lfs_server.app import create_app
 from lfs_server.db import Database, open_database
@@ -20,6 +21,20 @@ def wait_out_login_cache() -> None:
     """An account change made outside this worker (the CLI, another replica:
     here, the database directly) is in force once the login cache's bound passed."""
     time.sleep(LOGIN_CACHE_SECONDS)
+
+
+def nginx_commit(
+    client: FlaskClient, header: dict[str, str], oid: str, upload: Path, size: int
+) -> TestResponse:
+    """upload-commit as nginx calls it once it wrote a PUT's body (Content-Length
+    `size`) to `upload`."""
+    headers = {
+        **header,
+        "X-LFS-Oid": oid,
+        "X-LFS-Content-Length": str(size),
+        "X-LFS-Upload-File": str(upload),
+    }
+    return client.post("/.lfs-internal/upload-commit", headers=headers)
 
 
 def make_settings(data_dir: Path, **env: str) -> Settings:

@@ -24,6 +24,7 @@ from lfs_server.db import SQLiteDatabase
 from lfs_server.services import services
 from lfs_server.settings import Settings
 from lfs_server.tokens import Grant
+from tests.unit.conftest import nginx_commit
 
 LFS = "application/vnd.git-lfs+json"
 PASSWORD = "correct horse battery"
@@ -173,12 +174,7 @@ def test_nginx_upload_commit_needs_no_content_type(lfs_app: Flask, client: Flask
     actions = upload_actions(client)
     upload = lfs_app.config["LFS_SETTINGS"].upload_tmp_dir / "0000000001"
     upload.write_bytes(DATA)
-    headers = {
-        **actions["upload"]["header"],
-        "X-LFS-Oid": OID,
-        "X-LFS-Upload-File": str(upload),
-    }
-    response = client.post("/.lfs-internal/upload-commit", headers=headers)
+    response = nginx_commit(client, actions["upload"]["header"], OID, upload, len(DATA))
     assert response.status_code == 200, response.get_data(as_text=True)
     body = {"oid": OID, "size": len(DATA)}
     assert post(client, "/.lfs/verify", body, LFS, **verify_header(lfs_app)).status_code == 200

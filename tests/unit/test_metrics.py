@@ -23,7 +23,7 @@ from lfs_server.services import services
 from lfs_server.settings import SettingsError
 from lfs_server.tokens import Grant
 from tests.lfsapi import assert_lfs_error, basic
-from tests.unit.conftest import make_settings
+from tests.unit.conftest import make_settings, nginx_commit
 
 PASSWORD = "metrics password 42"
 PASSWORD_HASH = hash_password(PASSWORD)
@@ -147,12 +147,8 @@ def test_verify_failures_and_commits_are_counted(tmp_path: Path) -> None:
         token = signer.sign(
             Grant("t/r", oid, size, "upload", "anonymous", "anonymous", "write"), 2**31
         )
-        headers = {
-            "Authorization": f"Bearer {token}",
-            "X-LFS-Oid": oid,
-            "X-LFS-Upload-File": str(upload),
-        }
-        return app.test_client().post("/.lfs-internal/upload-commit", headers=headers).status_code
+        header = {"Authorization": f"Bearer {token}"}
+        return nginx_commit(app.test_client(), header, oid, upload, size).status_code
 
     sha = sample("lfs_upload_verify_failures_total", reason="sha256")
     size = sample("lfs_upload_verify_failures_total", reason="size")

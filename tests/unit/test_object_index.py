@@ -21,7 +21,7 @@ from lfs_server.db.sqlite import MIGRATIONS
 from lfs_server.services import services
 from lfs_server.settings import SettingsError
 from lfs_server.tokens import Grant
-from tests.unit.conftest import make_settings
+from tests.unit.conftest import make_settings, nginx_commit
 
 LFS = "application/vnd.git-lfs+json"
 DATA = b"held by team/a"
@@ -44,8 +44,7 @@ def commit(app: Flask, client: FlaskClient, repo: str, payload: bytes, name: str
     header = obj["actions"]["upload"]["header"]
     upload = services(app).settings.upload_tmp_dir / name
     upload.write_bytes(payload)
-    headers = {**header, "X-LFS-Oid": OID, "X-LFS-Upload-File": str(upload)}
-    return client.post("/.lfs-internal/upload-commit", headers=headers).status_code
+    return nginx_commit(client, header, OID, upload, len(DATA)).status_code
 
 
 def token_for(app: Flask, repo: str, op: str) -> dict[str, str]:

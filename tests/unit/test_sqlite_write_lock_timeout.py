@@ -26,6 +26,7 @@ from werkzeug.test import TestResponse
 from lfs_server.db import DatabaseUnavailable, IndexedObject, SQLiteDatabase
 from lfs_server.db import sqlite as sqlite_db
 from lfs_server.services import services
+from tests.unit.conftest import nginx_commit
 
 TIMEOUT = 0.3
 # Far above TIMEOUT on a busy machine, far below for ever.
@@ -138,8 +139,7 @@ def test_clients_get_a_retryable_answer(
         )
 
     def commit() -> TestResponse:
-        headers = {**header, "X-LFS-Oid": OID, "X-LFS-Upload-File": str(upload)}
-        return client.post("/.lfs-internal/upload-commit", headers=headers)
+        return nginx_commit(client, header, OID, upload, len(DATA))
 
     with flock_held_elsewhere(services(app).settings.database_path.parent):
         answers = [outcome_of(lock)[0], outcome_of(commit)[0]]

@@ -26,14 +26,15 @@ from lfs_server.settings import Settings
 from lfs_server.store import LocalStore
 from lfs_server.store import local as local_store
 from lfs_server.store.local import LinkCheckError, check_hard_links
+from tests.unit.conftest import nginx_commit
 
 LFS = "application/vnd.git-lfs+json"
 DATA = b"an object that cannot be stored"
 OID = hashlib.sha256(DATA).hexdigest()
 
 
-def upload_header(client: FlaskClient) -> dict[str, str]:
-    body = {"operation": "upload", "objects": [{"oid": OID, "size": len(DATA)}]}
+def upload_header(client: FlaskClient, oid: str = OID, size: int = len(DATA)) -> dict[str, str]:
+    body = {"operation": "upload", "objects": [{"oid": oid, "size": size}]}
     response = client.post("/team/proj.git/info/lfs/objects/batch", json=body)
     assert response.status_code == 200, response.get_data(as_text=True)
     return response.get_json()["objects"][0]["actions"]["upload"]["header"]
@@ -43,8 +44,7 @@ def commit(app: Flask, client: FlaskClient) -> Any:
     """What nginx does after writing the body: hand the temp file to the app."""
     upload = app.config["LFS_SETTINGS"].upload_tmp_dir / "0000000007"
     upload.write_bytes(DATA)
-    headers = {**upload_header(client), "X-LFS-Oid": OID, "X-LFS-Upload-File": str(upload)}
-    return client.post("/.lfs-internal/upload-commit", headers=headers)
+    return nginx_commit(client, upload_header(client), OID, upload, len(DATA))
 
 
 def failing_link(code: int):
@@ -100,9 +100,9 @@ def test_a_refused_upload_is_not_logged_as_a_storage_failure(
     """A hash mismatch is the client's error (422), not the server's."""
     upload = app.config["LFS_SETTINGS"].upload_tmp_dir / "0000000008"
     upload.write_bytes(DATA[::-1])
-    headers = {**upload_header(client), "X-LFS-Oid": OID, "X-LFS-Upload-File": str(upload)}
     with caplog.at_level(logging.ERROR, logger="lfs_server.store"):
-        assert client.post("/.lfs-internal/upload-commit", headers=headers).status_code == 422
+        response = nginx_commit(client, upload_header(client), OID, upload, len(DATA))
+        assert response.status_code == 422
     assert caplog.records == []
 
 
@@ -127,10 +127,9 @@ def free(app: Flask, monkeypatch: pytest.MonkeyPatch) -> dict[str, int | None]:
 def test_a_failed_body_write_is_507_only_when_the_object_no_longer_fits(
     client: FlaskClient, free: dict[str, int | None], room: int | None, size: int, status: int
 ) -> None:
+    header = upload_header(client, "e" * 64, size)  # signed while there was room
     free["bytes"] = room
-    response = client.get(
-        "/.lfs-internal/upload-failed", headers={"X-LFS-Content-Length": str(size)}
-    )
+    response = failed_write(client, size, header)
     assert response.status_code == status
     assert response.mimetype == LFS
     expected = {
@@ -138,6 +137,31 @@ def test_a_failed_body_write_is_507_only_when_the_object_no_longer_fits(
         507: "insufficient storage on the server: the disk is full",
     }[status]
     assert response.get_json()["message"] == expected
+
+
+def failed_write(client: FlaskClient, size: int, header: dict[str, str]) -> Any:
+    """nginx's upload-failed call after it could not write a body of `size` bytes."""
+    return client.get(
+        "/.lfs-internal/upload-failed",
+        headers={**header, "X-LFS-Oid": "e" * 64, "X-LFS-Content-Length": str(size)},
+    )
+
+
+@pytest.mark.parametrize(
+    ("header", "status"),
+    [({}, 401), ({"Authorization": "Bearer forged"}, 403), (None, 403)],
+)
+def test_a_failed_body_write_tells_only_the_tokens_holder_of_a_full_disk(
+    client: FlaskClient, free: dict[str, int | None], header: dict[str, str] | None, status: int
+) -> None:
+    # A body under 1 MB reaches nginx before any check of its token; None: a
+    # real token whose size is not the Content-Length.
+    if header is None:
+        header = upload_header(client, "e" * 64, 4000)
+    free["bytes"] = 0
+    response = failed_write(client, 5000, header)
+    assert response.status_code == status
+    assert "insufficient storage" not in response.get_json()["message"]
 
 
 def test_no_inode_left_is_no_free_space(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
