@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     prehash_socket = os.environ.get(PREHASH_SOCKET_ENV) or None
     db = open_database(settings)
     store = open_store(settings)
-    verifier = UploadVerifier(prehash_socket)
+    verifier = UploadVerifier(prehash_socket, fsync_large=store.keeps_upload_file)
     key = signing_key(settings, db)
     app.extensions[EXTENSION] = Services(
         settings=settings,

@@ -4,9 +4,10 @@ The upload check must read the whole temp file once nginx has received it:
 about 0.7 s per GiB of SHA-256, before the client gets its answer. The
 launcher runs a Prehasher instead (its own process, see prehash_process.py):
 a thread that follows every temp file in LFS_DATA_DIR/tmp/uploads as it
-grows, feeds the new bytes to SHA-256 and starts their writeback to disk, so
-that by the time nginx hands the finished file to the app, little is left to
-hash or to fsync.
+grows, feeds the new bytes to SHA-256 and, where the temp file becomes the
+object (the local store), starts their writeback to disk, so that by the
+time nginx hands the finished file to the app, little is left to hash or to
+fsync.
 
 The app asks for a digest over a unix socket in the launcher's private run
 dir (one JSON line each way). The answer is only an optimisation: the store
@@ -94,12 +95,13 @@ class _Followed:
     fd: int
     device: int
     inode: int
+    writeback: bool
     digest: hashlib._Hash = field(default_factory=hashlib.sha256)
     offset: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def open(cls, path: str, seen: os.stat_result) -> _Followed | None:
+    def open(cls, path: str, seen: os.stat_result, writeback: bool) -> _Followed | None:
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
@@ -108,7 +110,7 @@ class _Followed:
         if (info.st_dev, info.st_ino) != (seen.st_dev, seen.st_ino):  # replaced since scandir
             os.close(fd)
             return None
-        return cls(fd, info.st_dev, info.st_ino)
+        return cls(fd, info.st_dev, info.st_ino, writeback)
 
     def close(self) -> None:
         """Waits for a reader, so a closed (and maybe reused) fd is never read."""
@@ -127,16 +129,19 @@ class _Followed:
                     break
                 self.digest.update(buffer[:count])
                 self.offset += count
-        if self.offset > start:
+        if self.writeback and self.offset > start:
             start_writeback(self.fd, start, self.offset - start)
 
 
 class Prehasher:
     """Follows nginx's upload temp files and answers digest requests."""
 
-    def __init__(self, upload_dir: Path, socket_path: Path) -> None:
+    def __init__(self, upload_dir: Path, socket_path: Path, writeback: bool = True) -> None:
         self.upload_dir = upload_dir
         self.socket_path = socket_path
+        # Off where the temp files are not what the store keeps (S3): their
+        # bytes then never need to reach the disk.
+        self.writeback = writeback
         self._files: dict[str, _Followed] = {}
         self._files_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -213,7 +218,7 @@ class Prehasher:
                 if info is None or (info.st_dev, info.st_ino) != (followed.device, followed.inode):
                     self._files.pop(path).close()
             for path, info in sizes.items():
-                followed = self._files.get(path) or _Followed.open(path, info)
+                followed = self._files.get(path) or _Followed.open(path, info, self.writeback)
                 if followed is not None:
                     self._files[path] = followed
                     work.append((followed, info.st_size))

@@ -15,6 +15,8 @@ from pathlib import Path
 from lfs_server.prehash import PREHASH_SOCKET_ENV, Prehasher
 
 PREHASH_DIR_ENV = "LFS_PREHASH_UPLOAD_DIR"
+# "0" when the store does not keep the temp files (S3): no writeback.
+PREHASH_WRITEBACK_ENV = "LFS_PREHASH_WRITEBACK"
 
 
 def main() -> int:
@@ -22,7 +24,11 @@ def main() -> int:
     # Blocked before the Prehasher's threads exist, so they inherit the mask
     # and only sigwait() below takes the signal.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-    prehasher = Prehasher(Path(os.environ[PREHASH_DIR_ENV]), Path(os.environ[PREHASH_SOCKET_ENV]))
+    prehasher = Prehasher(
+        Path(os.environ[PREHASH_DIR_ENV]),
+        Path(os.environ[PREHASH_SOCKET_ENV]),
+        writeback=os.environ.get(PREHASH_WRITEBACK_ENV) != "0",
+    )
     prehasher.start()
     signal.sigwait({signal.SIGTERM})
     prehasher.stop()

@@ -29,7 +29,7 @@ from lfs_server import child_env, cleanup, nginx_conf, privileges
 from lfs_server.db import open_database
 from lfs_server.isolated import ChildFailed, in_child
 from lfs_server.prehash import PREHASH_SOCKET_ENV
-from lfs_server.prehash_process import PREHASH_DIR_ENV
+from lfs_server.prehash_process import PREHASH_DIR_ENV, PREHASH_WRITEBACK_ENV
 from lfs_server.privileges import PrivilegeError, RunAs
 from lfs_server.settings import Settings
 from lfs_server.store.factory import store_problem
@@ -281,6 +281,7 @@ class Supervisor:
                 "TMPDIR": str(app_dir),
                 PREHASH_DIR_ENV: str(self.settings.upload_tmp_dir),
                 PREHASH_SOCKET_ENV: str(prehash_socket),
+                PREHASH_WRITEBACK_ENV: "1" if self.settings.store == "local" else "0",
             },
         )
         self._spawn(

@@ -173,6 +173,11 @@ class ObjectStore(Protocol):
     # True when clients may upload to the backend itself (presigned URLs):
     # the verify call then checks those bytes and commits them (take_direct).
     takes_direct_uploads: bool
+    # True when put() keeps the verified temp file itself as the object (the
+    # local store links it): only then must its data reach the disk. A
+    # backend that sends the bytes elsewhere (S3) is durable once that
+    # elsewhere acknowledged them, and the temp file is gone right after.
+    keeps_upload_file: bool
 
     def upload_actions(self, links: Links, oid: str, size: int) -> dict[str, Action]:
         """The actions a batch answer offers to upload `oid`: upload, and verify

@@ -64,6 +64,7 @@ def relative_path(oid: str) -> str:
 class LocalStore:
     downloads_through_server = True
     takes_direct_uploads = False
+    keeps_upload_file = True
 
     def __init__(self, root: Path, upload_tmp_dir: Path, quarantine_dir: Path | None = None):
         self.root = root

@@ -103,6 +103,7 @@ class S3Store:
         self.direct = direct
         self.downloads_through_server = not direct
         self.takes_direct_uploads = direct
+        self.keeps_upload_file = False
 
     def upload_key(self, oid: str, verify_token: str) -> str:
         """Where one direct upload's body goes: unique to it, and derived from

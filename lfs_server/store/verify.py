@@ -2,10 +2,11 @@
 
 The same for every store: the file is opened once, its size and SHA-256
 are compared with what the signed token names, and the open descriptor is
-what the backend then stores. A large upload is fsynced while it is hashed
-(the two overlap); a small one is left to the backend, which makes its data
-and its name durable in one wait (the local store) or needs no local copy
-at all (S3). The launcher's
+what the backend then stores. For a store that keeps the temp file as the
+object (local), a large upload is fsynced while it is hashed (the two
+overlap); a small one is left to the store, which makes its data and its
+name durable in one wait. A store that sends the bytes elsewhere (S3) needs
+no local copy on disk at all, and nothing is fsynced. The launcher's
 Prehasher has usually hashed that very file (device, inode, size) while
 nginx wrote it; otherwise it is hashed here. Small uploads are always hashed
 here: reading a few hundred KiB costs less than asking the Prehasher.
@@ -34,8 +35,9 @@ SMALL_UPLOAD = 1 << 20
 
 
 class UploadVerifier:
-    def __init__(self, prehash_socket: str | None = None) -> None:
+    def __init__(self, prehash_socket: str | None = None, fsync_large: bool = True) -> None:
         self.prehash_socket = prehash_socket
+        self.fsync_large = fsync_large
 
     @contextmanager
     def verified(self, upload: Path, oid: str, size: int) -> Iterator[VerifiedUpload]:
@@ -46,7 +48,8 @@ class UploadVerifier:
             raise _failed(exc, oid, upload) from None
         with src:
             self._check(src, upload, oid, size)
-            yield VerifiedUpload(oid, size, upload, src, synced=size >= SMALL_UPLOAD)
+            synced = self.fsync_large and size >= SMALL_UPLOAD
+            yield VerifiedUpload(oid, size, upload, src, synced=synced)
 
     def _check(self, src: BinaryIO, upload: Path, oid: str, size: int) -> None:
         try:
@@ -63,14 +66,18 @@ class UploadVerifier:
             raise _failed(exc, oid, upload) from None
 
     def _digest(self, src: BinaryIO, upload: Path, opened: os.stat_result) -> str:
-        """SHA-256 of the upload open as `src`; a large one is also fsynced when this returns."""
+        """SHA-256 of the upload open as `src`; a large one is also fsynced
+        when this returns, if `fsync_large`."""
         if opened.st_size < SMALL_UPLOAD:
             return hashlib.sha256(src.read()).hexdigest()
         if self.prehash_socket:
             digest = ask_digest(self.prehash_socket, upload, opened)
             if digest is not None:
-                os.fsync(src.fileno())
+                if self.fsync_large:
+                    os.fsync(src.fileno())
                 return digest
+        if not self.fsync_large:
+            return hashlib.file_digest(src, "sha256").hexdigest()
         return _hash_while_flushing(src)
 
     def health(self) -> dict[str, str]:

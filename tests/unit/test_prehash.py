@@ -11,10 +11,13 @@ from typing import BinaryIO
 
 import pytest
 
+from lfs_server.app import create_app
 from lfs_server.prehash import Prehasher, ask_digest, ping
+from lfs_server.services import services
 from lfs_server.store import CommitError, LocalStore, UploadVerifier
 from lfs_server.store import local as local_store
 from lfs_server.store import verify as verify_module
+from tests.unit.conftest import make_settings
 
 
 def put(verifier: UploadVerifier, store: LocalStore, oid: str, size: int, upload: Path) -> bool:
@@ -336,3 +339,72 @@ def test_a_dead_accept_loop_closes_the_socket_so_uploads_do_not_wait(tmp_path: P
 def test_a_running_prehasher_answers_ping(prehasher: Prehasher) -> None:
     assert prehasher.alive() == {"follow": True, "accept": True}
     assert ping(str(prehasher.socket_path)) == "ok"
+
+
+# ---------------------------------------------------------------- where the temp file is not the object
+
+
+@pytest.mark.parametrize("writeback", [True, False])
+def test_writeback_is_started_only_where_the_temp_file_becomes_the_object(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writeback: bool
+) -> None:
+    started: list[int] = []
+    monkeypatch.setattr(
+        "lfs_server.prehash.start_writeback", lambda fd, offset, length: started.append(length)
+    )
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    hasher = Prehasher(uploads, tmp_path / "prehash.sock", writeback=writeback)
+    hasher.start()
+    try:
+        path = uploads / "0000000009"
+        data = os.urandom(700_000)
+        path.write_bytes(data)
+        assert wait_for(lambda: followed_offset(hasher, path) == len(data))
+        digest = ask_digest(str(hasher.socket_path), path, opened(path))
+        assert digest == hashlib.sha256(data).hexdigest()
+    finally:
+        hasher.stop()
+    assert sum(started) == (len(data) if writeback else 0)
+
+
+@pytest.mark.parametrize("with_prehasher", [True, False])
+@pytest.mark.parametrize("fsync_large", [True, False])
+def test_a_large_upload_is_fsynced_only_for_a_store_that_keeps_it(
+    prehasher: Prehasher,
+    monkeypatch: pytest.MonkeyPatch,
+    with_prehasher: bool,
+    fsync_large: bool,
+) -> None:
+    data = os.urandom(verify_module.SMALL_UPLOAD)
+    oid = hashlib.sha256(data).hexdigest()
+    upload = prehasher.upload_dir / "0000000010"
+    upload.write_bytes(data)
+    if with_prehasher:
+        assert wait_for(lambda: followed_offset(prehasher, upload) == len(data))
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(verify_module.os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    socket_path = str(prehasher.socket_path) if with_prehasher else None
+    verifier = UploadVerifier(socket_path, fsync_large=fsync_large)
+    with verifier.verified(upload, oid, len(data)) as verified:
+        assert verified.synced is fsync_large
+    assert len(synced) == (1 if fsync_large else 0)
+    with pytest.raises(CommitError), verifier.verified(upload, "0" * 64, len(data)):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("env", "fsync_large"),
+    [
+        ({}, True),
+        ({"LFS_STORE": "s3", "LFS_S3_BUCKET": "lfs-objects"}, False),
+        ({"LFS_STORE": "s3", "LFS_S3_BUCKET": "lfs-objects", "LFS_S3_TRANSFER": "direct"}, False),
+    ],
+)
+def test_the_app_fsyncs_uploads_only_on_the_store_that_keeps_them(
+    tmp_path: Path, env: dict[str, str], fsync_large: bool
+) -> None:
+    app = create_app(make_settings(tmp_path / "data", **env))
+    assert services(app).store.keeps_upload_file is fsync_large
+    assert services(app).verifier.fsync_large is fsync_large
