@@ -15,7 +15,14 @@ parallel parts): the limit of what the server could reach.
 - proxy download: curl GET of the signed href (nginx streams a presigned GET
   from the bucket); direct download: curl GET of the presigned URL itself;
 - reference: boto3 upload_file (multipart, SHA-256 checksums, as the
-  server's) and download_fileobj into /dev/null (parallel ranged GETs).
+  server's) and download_fileobj into /dev/null (parallel ranged GETs);
+- each upload mode's own limit, the same steps without this server, timed
+  one after the other: for proxy, a plain nginx taking the same PUT into a
+  file, then boto3 upload_file of that file (a proxied upload is those two
+  hops in a row: the body lands in nginx's temp file, then goes to the
+  bucket); for direct, boto3 put_object of the whole file with its SHA-256
+  to a key of its own, then copy_object to the oid's key (SHA-256 again)
+  and delete_object (what the PUT and the verify call do).
 
 6b. 100-object download batches (wrk, as benchmark 3) on the S3 store in
 each mode against the local store: the batch answers from the object index
@@ -47,6 +54,7 @@ from common import (
     GiB,
     KiB,
     MiB,
+    PlainNginx,
     Row,
     action,
     batch,
@@ -63,6 +71,7 @@ from common import (
 
 from lfs_server.db import SQLiteDatabase
 from lfs_server.settings import S3Settings
+from lfs_server.store.s3_bucket import sha256_b64
 from tests.engines.seaweedfs import (
     ACCESS_KEY,
     HOST_AWS_VARIABLES,
@@ -198,13 +207,45 @@ def _transfers(ctx: Context, work: Path, weed: SeaweedFS, stacks: dict[str, Stac
     config = _transfer_config()
     ref_bucket = weed.new_bucket()
     sides = [S3_PROXY, S3_DIRECT, "boto3"]
+    limits = ["relay", "put+copy"]  # each mode's steps without the server (upload only)
     verify: list[float] = []  # the direct uploads' verify calls, part of their time
+    plain = PlainNginx(work / "plain", work, work / "put").start()
 
     def ref_up() -> float:
         started = time.perf_counter()
         client.upload_file(
             str(src), ref_bucket, oid, ExtraArgs={"ChecksumAlgorithm": "SHA256"}, Config=config
         )
+        return time.perf_counter() - started
+
+    def relay_up() -> float:
+        """Proxy mode's two hops without the server: nginx writes the PUT, boto3 sends it."""
+        landed = work / "put" / "relayed.bin"
+        started = time.perf_counter()
+        curl_put(f"{plain.url}/put/relayed.bin", src, expect=(201, 204))
+        client.upload_file(
+            str(landed), ref_bucket, oid, ExtraArgs={"ChecksumAlgorithm": "SHA256"}, Config=config
+        )
+        seconds = time.perf_counter() - started
+        remove(landed)
+        return seconds
+
+    def put_copy_up() -> float:
+        """Direct mode's steps without the server: one PUT to a key of its own, then the copy."""
+        pending = f"uploads/{oid}"
+        started = time.perf_counter()
+        with open(src, "rb") as body:
+            client.put_object(
+                Bucket=ref_bucket, Key=pending, Body=body, ChecksumSHA256=sha256_b64(oid)
+            )
+        client.copy_object(
+            Bucket=ref_bucket,
+            Key=oid,
+            CopySource={"Bucket": ref_bucket, "Key": pending},
+            ChecksumAlgorithm="SHA256",
+            MetadataDirective="REPLACE",
+        )
+        client.delete_object(Bucket=ref_bucket, Key=pending)
         return time.perf_counter() - started
 
     def ref_down() -> float:
@@ -234,20 +275,29 @@ def _transfers(ctx: Context, work: Path, weed: SeaweedFS, stacks: dict[str, Stac
         return lambda: curl_get_timings(href, size, headers)[0]
 
     def forget(who: str) -> None:
-        if who == "boto3":
+        if who in ("boto3", *limits):
             client.delete_object(Bucket=ref_bucket, Key=oid)
         else:
             _forget(stacks[who], client, oid)
 
-    up: dict[str, list[float]] = {who: [] for who in sides}
-    upload = {S3_PROXY: ours_up(S3_PROXY), S3_DIRECT: ours_up(S3_DIRECT), "boto3": ref_up}
-    log(f"s3 upload: {runs} runs each of {human_size(size)}, sides {', '.join(sides)}")
-    for order in rotations(sides, runs):
-        for who in order:
-            forget(who)
-            os.sync()  # every run starts with no dirty pages
-            up[who].append(upload[who]())
-            log(f"  upload {who}: {up[who][-1]:.2f} s")
+    up: dict[str, list[float]] = {who: [] for who in (*sides, *limits)}
+    upload = {
+        S3_PROXY: ours_up(S3_PROXY),
+        S3_DIRECT: ours_up(S3_DIRECT),
+        "boto3": ref_up,
+        "relay": relay_up,
+        "put+copy": put_copy_up,
+    }
+    log(f"s3 upload: {runs} runs each of {human_size(size)}, sides {', '.join(upload)}")
+    try:
+        for order in rotations([*sides, *limits], runs):
+            for who in order:
+                forget(who)
+                os.sync()  # every run starts with no dirty pages
+                up[who].append(upload[who]())
+                log(f"  upload {who}: {up[who][-1]:.2f} s")
+    finally:
+        plain.stop()
 
     # The last upload of each side stays for the downloads.
     down: dict[str, list[float]] = {who: [] for who in sides}
@@ -304,6 +354,22 @@ def _transfers(ctx: Context, work: Path, weed: SeaweedFS, stacks: dict[str, Stac
                     notes=notes,
                 )
             )
+    limit_how = {
+        S3_PROXY: ("relay", "plain nginx takes the PUT into a file, then boto3 upload_file"),
+        S3_DIRECT: ("put+copy", "boto3 put_object, copy_object to the oid's key, delete_object"),
+    }
+    for name, (side, steps) in limit_how.items():
+        ours, limit = median(up[name]), median(up[side])
+        rows.append(
+            Row(
+                "6",
+                f"  diagnostic: S3 {labels[name]} upload against its own steps without the server",
+                f"{_mibps(size, ours):.0f} MiB/s ({ours:.2f} s)",
+                f"{_mibps(size, limit):.0f} MiB/s ({limit:.2f} s; {steps})",
+                limit / ours,
+                notes="runs: " + ", ".join(f"{t:.2f}" for t in up[side]),
+            )
+        )
     return rows
 
 
