@@ -14,6 +14,7 @@ from werkzeug.test import TestResponse
 from lfs_server.app import create_app
 from lfs_server.db import Database, open_database
 from lfs_server.login_cache import LOGIN_CACHE_SECONDS
+from lfs_server.services import services
 from lfs_server.settings import Settings
 
 
@@ -39,6 +40,24 @@ def nginx_commit(
 
 def make_settings(data_dir: Path, **env: str) -> Settings:
     return Settings.from_env({"LFS_DATA_DIR": str(data_dir), **env})
+
+
+def direct_s3_app(data_dir: Path, **env: str) -> Flask:
+    """An app on the S3 store in direct mode, its bucket on a port nothing
+    listens on: a direct-mode batch signs its URLs without calling the bucket."""
+    app = create_app(
+        make_settings(
+            data_dir,
+            LFS_ANONYMOUS="write",
+            LFS_STORE="s3",
+            LFS_S3_BUCKET="lfs-objects",
+            LFS_S3_ENDPOINT="http://127.0.0.1:9",
+            LFS_S3_TRANSFER="direct",
+            **env,
+        )
+    )
+    assert services(app).store.takes_direct_uploads
+    return app
 
 
 @pytest.fixture

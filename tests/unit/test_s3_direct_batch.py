@@ -8,27 +8,16 @@ import json
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from lfs_server.app import create_app
 from lfs_server.services import services
-from lfs_server.store.s3 import S3Store
-from tests.unit.conftest import make_settings
+from tests.unit.conftest import direct_s3_app
 
 LFS = "application/vnd.git-lfs+json"
 URL = "/team/proj.git/info/lfs/objects/batch"
 
 
 def test_download_batch_answers_presigned_gets(tmp_path: Path, s3_env: dict[str, str]) -> None:
-    settings = make_settings(
-        tmp_path / "data",
-        LFS_ANONYMOUS="write",
-        LFS_STORE="s3",
-        LFS_S3_BUCKET="lfs-objects",
-        LFS_S3_ENDPOINT="http://127.0.0.1:9",
-        LFS_S3_PREFIX="team/lfs",
-        LFS_S3_TRANSFER="direct",
-    )
-    app = create_app(settings)
-    assert isinstance(services(app).store, S3Store)
+    app = direct_s3_app(tmp_path / "data", LFS_S3_PREFIX="team/lfs")
+    settings = services(app).settings
     stored = [f"{i:064x}" for i in range(1, 4)]
     missing = "f" * 64
     with app.app_context():

@@ -19,7 +19,6 @@ import botocore.auth
 import pytest
 from botocore.credentials import ReadOnlyCredentials
 
-from lfs_server.app import create_app
 from lfs_server.services import services
 from lfs_server.settings import S3Settings
 from lfs_server.store.s3 import S3Store
@@ -27,7 +26,7 @@ from lfs_server.store.s3_bucket import S3Bucket
 from lfs_server.store.s3_signing import SignedURL
 from lfs_server.store.s3_url_cache import URLCache, reuse_slice
 from lfs_server.times import rfc3339
-from tests.unit.conftest import make_settings
+from tests.unit.conftest import direct_s3_app
 
 LFS = "application/vnd.git-lfs+json"
 ALICE = ReadOnlyCredentials("AKIDALICE", "secret-a", None)
@@ -134,15 +133,8 @@ def signed_at(url: str) -> int:
 def test_a_direct_batch_states_a_reused_urls_true_expiry(
     tmp_path: Path, s3_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = make_settings(
-        tmp_path / "data",
-        LFS_ANONYMOUS="write",
-        LFS_STORE="s3",
-        LFS_S3_BUCKET="lfs-objects",
-        LFS_S3_ENDPOINT="http://127.0.0.1:9",
-        LFS_S3_TRANSFER="direct",
-    )
-    app = create_app(settings)
+    app = direct_s3_app(tmp_path / "data")
+    settings = services(app).settings
     store = services(app).store
     assert isinstance(store, S3Store)
     oid = "5e" * 32
