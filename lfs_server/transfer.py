@@ -122,6 +122,11 @@ def upload_commit() -> Response:
     tmp_dir = services().settings.upload_tmp_dir
     if not upload.is_absolute() or upload.parent != tmp_dir:
         raise LFSError(500, "upload was not received")
+    # The body is on the disk now. A small one came in before any look at
+    # the free space, and uploads running at once may together have outgrown
+    # what each was allowed: none is taken once the store's reserve is gone.
+    if services().store.free_space() == 0:
+        raise LFSError(507, INSUFFICIENT_STORAGE)
     try:
         stored = services().objects.accept(grant.repo, grant.oid, grant.size, upload)
     except CommitError as exc:

@@ -408,9 +408,11 @@ def test_disk_full(tmp_path: Path) -> None:
             user.run("git", "push", "origin", "main", cwd=work)
             big = os.urandom(16 * MIB)
             small = os.urandom(4 * MIB)
+            tiny = os.urandom(500_000)
             # Signed before the disk fills: the transfer itself must say 507.
             big_put = actions_for(stack, REPO, "upload", big)["upload"]
             small_put = actions_for(stack, REPO, "upload", small)["upload"]
+            tiny_put = actions_for(stack, REPO, "upload", tiny)["upload"]
 
             filler = fill(stack.data_dir / "filler", leave=6 * MIB)
 
@@ -445,9 +447,13 @@ def test_disk_full(tmp_path: Path) -> None:
             assert_raw_lfs_error(status, headers, body, 507, stack)
             assert "No space left on device" in stack.log.read_text(errors="replace")
 
+            # 4. Under 1 MB the body comes in before any look at the free
+            #    space: it fits, but would eat into the reserve: 507 at commit.
+            assert_lfs_error(put_action(tiny_put, tiny), 507, stack)
+
             # Nothing half-written: no temp file left, only complete objects.
             assert wait_until(lambda: upload_tmp_is_empty(stack), timeout=10)
-            assert not is_stored(stack, big) and not is_stored(stack, small)
+            assert not any(is_stored(stack, data) for data in (big, small, tiny))
             assert assert_store_intact(stack) == 1
 
             # Downloads keep working on the full disk: HTTP and the real client.

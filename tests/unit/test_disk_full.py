@@ -18,6 +18,7 @@ from flask.testing import FlaskClient
 from lfs_server.services import services
 from lfs_server.store import LocalStore
 from lfs_server.store.local import RESERVED_BYTES
+from tests.unit.conftest import nginx_commit
 
 LFS = "application/vnd.git-lfs+json"
 URL = "/team/proj.git/info/lfs/objects/batch"
@@ -132,3 +133,28 @@ def test_local_store_reports_free_space_less_a_reserve(tmp_path: Path) -> None:
     assert reported is not None
     assert abs(reported - expected) < 64 << 20
     assert LocalStore(tmp_path / "x", tmp_path / "missing").free_space() is None
+
+
+@pytest.mark.parametrize(("room", "status"), [(0, 507), (1, 200), (None, 200)])
+def test_the_commit_takes_a_body_only_while_the_reserve_is_free(
+    app: Flask, client: FlaskClient, free: dict[str, int | None], room: int | None, status: int
+) -> None:
+    # A body under 1 MB reaches the commit without a look at the free space
+    # before it; once it is on the disk, 0 means the reserve is eaten into.
+    data = b"a small object that came in first"
+    (obj,) = batch(client, "upload", (oid_of(data), len(data)))
+    upload = services(app).settings.upload_tmp_dir / "0000000042"
+    upload.write_bytes(data)
+    free["bytes"] = room
+    response = nginx_commit(
+        client, obj["actions"]["upload"]["header"], oid_of(data), upload, len(data)
+    )
+    assert response.status_code == status, response.get_data(as_text=True)
+    stored = services(app).objects.size("team/proj", oid_of(data))
+    if status == 507:
+        assert (
+            response.get_json()["message"] == "insufficient storage on the server: the disk is full"
+        )
+        assert stored is None
+    else:
+        assert stored == len(data)
