@@ -110,7 +110,7 @@ def _full_login(ticket: Ticket, secret: str, client: str) -> CachedLogin:
     grants = () if user.is_admin else tuple(app.db.user_grants(user.id))
     login = CachedLogin(user, grants)
     seconds_left = None if checked.expires_at is None else checked.expires_at - time.time()
-    app.logins.put(ticket, secret, attempt.net, login, seconds_left)
+    app.logins.put(ticket, login, seconds_left)
     return login
 
 

@@ -54,13 +54,14 @@ class CachedLogin:
 
 @dataclass(frozen=True)
 class Ticket:
-    """A full check under way: whose, since when, and in which generation
-    of this process's account changes it began."""
+    """A full check under way: whose, since when, in which generation of
+    this process's account changes it began, and the entry it may fill."""
 
     name: str
     started: float
     generation: int
     secret_tag: bytes
+    key: bytes
 
 
 class LoginCache:
@@ -109,7 +110,7 @@ class LoginCache:
                 elif not any(other != tag for other in self._checking.get(name, ())):
                     return login
             self._checking.setdefault(name, Counter())[tag] += 1
-            return Ticket(name, now, self._generation, tag)
+            return Ticket(name, now, self._generation, tag, key)
 
     def done(self, ticket: Ticket) -> None:
         with self._lock:
@@ -120,14 +121,7 @@ class LoginCache:
             if not checks:
                 del self._checking[ticket.name]
 
-    def put(
-        self,
-        ticket: Ticket,
-        secret: str,
-        network: str,
-        login: CachedLogin,
-        seconds_left: float | None = None,
-    ) -> None:
+    def put(self, ticket: Ticket, login: CachedLogin, seconds_left: float | None = None) -> None:
         """Remember a login whose full check (`ticket`) just passed; `seconds_left`
         is how long its credential itself stayed valid (a token's expiry)."""
         ttl = self._ttl if seconds_left is None else min(self._ttl, seconds_left)
@@ -135,15 +129,14 @@ class LoginCache:
         name = ticket.name
         if not valid_user_name(name):
             return
-        key = self._digest(name, secret, network)
         now = self._clock()
         with self._lock:
             if until <= now or ticket.generation != self._generation:
                 return
             if self._is_refused(name, now):
                 return
-            self._logins[key] = (until, login)
-            self._logins.move_to_end(key)
+            self._logins[ticket.key] = (until, login)
+            self._logins.move_to_end(ticket.key)
             while len(self._logins) > self._entries:
                 self._logins.popitem(last=False)
 

@@ -53,7 +53,7 @@ def remember(
     """A full check of these credentials that passed, as auth.py makes one."""
     ticket = cache.lookup(name, secret, network)
     assert isinstance(ticket, Ticket)
-    cache.put(ticket, secret, network, a_login(name), seconds_left)
+    cache.put(ticket, a_login(name), seconds_left)
     cache.done(ticket)
 
 
@@ -84,14 +84,14 @@ def test_the_ttl_counts_from_when_the_check_began() -> None:
     ticket = cache.lookup("alice", PASSWORD, "10.0.0.1")
     assert isinstance(ticket, Ticket)
     clock.now += 0.7
-    cache.put(ticket, PASSWORD, "10.0.0.1", a_login())
+    cache.put(ticket, a_login())
     cache.done(ticket)
     clock.now += 0.4
     assert not hit(cache, "alice", PASSWORD, "10.0.0.1")
     slow = cache.lookup("alice", PASSWORD, "10.0.0.1")
     assert isinstance(slow, Ticket)
     clock.now += 1.5
-    cache.put(slow, PASSWORD, "10.0.0.1", a_login())  # outlived its bound: not stored
+    cache.put(slow, a_login())  # outlived its bound: not stored
     cache.done(slow)
     assert not hit(cache, "alice", PASSWORD, "10.0.0.1")
 
@@ -101,7 +101,7 @@ def test_a_check_under_way_when_this_process_changed_an_account_stores_nothing()
     ticket = cache.lookup("alice", PASSWORD, "10.0.0.1")
     assert isinstance(ticket, Ticket)
     cache.forget_all()  # e.g. an admin page reset alice's password meanwhile
-    cache.put(ticket, PASSWORD, "10.0.0.1", a_login())
+    cache.put(ticket, a_login())
     cache.done(ticket)
     assert not hit(cache, "alice", PASSWORD, "10.0.0.1")
     remember(cache, "alice", PASSWORD, "10.0.0.1")
