@@ -31,21 +31,23 @@ PASSWORD = "correct horse battery"
 CHEAP_HASH = generate_password_hash(PASSWORD, "pbkdf2:sha256:1")
 
 
+def readers_app(data_dir: Path, database_env: dict[str, str], *names: str) -> Flask:
+    """An app without anonymous access whose users `names` have PASSWORD
+    (cheaply hashed) and read team/*; close its database when done."""
+    app = create_app(make_settings(data_dir, LFS_ANONYMOUS="none", **database_env))
+    db: Database = services(app).db
+    for name in names:
+        db.add_user(name, CHEAP_HASH, is_admin=False)
+        db.set_grant(name, "team/*", "read")
+    return app
+
+
 @pytest.fixture
 def app(tmp_path: Path, database_env: dict[str, str]) -> Iterator[Flask]:
     """The app on each database (SQLite, PostgreSQL): the brake's state is in it."""
-    app = create_app(make_settings(tmp_path / "data", LFS_ANONYMOUS="none", **database_env))
-    db: Database = services(app).db
-    for name in ("alice", "bob"):
-        db.add_user(name, CHEAP_HASH, is_admin=False)
-        db.set_grant(name, "team/*", "read")
+    app = readers_app(tmp_path / "data", database_env, "alice", "bob")
     yield app
-    db.close()
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
+    services(app).db.close()
 
 
 @pytest.fixture

@@ -19,12 +19,10 @@ from werkzeug.security import generate_password_hash
 
 from lfs_server import throttle
 from lfs_server.accounts import new_token
-from lfs_server.app import create_app
-from lfs_server.db import Database, DatabaseUnavailable, User
+from lfs_server.db import DatabaseUnavailable, User
 from lfs_server.login_cache import CachedLogin, LoginCache, Ticket
 from lfs_server.services import EXTENSION, services
-from tests.unit.conftest import make_settings
-from tests.unit.test_login_brake import CHEAP_HASH, PASSWORD, login
+from tests.unit.test_login_brake import CHEAP_HASH, PASSWORD, login, readers_app
 from tests.web.pages import post, sign_in
 
 LOGIN_READS = ("get_user", "failures", "last_login", "user_grants", "get_token")
@@ -204,18 +202,10 @@ def test_too_many_refused_names_turn_every_entry_off_instead_of_forgetting_one()
 def app(tmp_path: Path, database_env: dict[str, str]) -> Iterator[Flask]:
     """An app whose login cache keeps entries an hour: each test decides when
     the bound has passed, instead of racing a one-second clock."""
-    app = create_app(make_settings(tmp_path / "data", LFS_ANONYMOUS="none", **database_env))
+    app = readers_app(tmp_path / "data", database_env, "alice")
     app.extensions[EXTENSION] = dataclasses.replace(services(app), logins=LoginCache(ttl=3600.0))
-    db: Database = services(app).db
-    db.add_user("alice", CHEAP_HASH, is_admin=False)
-    db.set_grant("alice", "team/*", "read")
     yield app
-    db.close()
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
+    services(app).db.close()
 
 
 @pytest.fixture
